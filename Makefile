@@ -1,0 +1,51 @@
+# deepseek-offline — developer and operator entry points.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SPEC ?= bundle/bundle.toml
+BUNDLE_OUT ?= dist/bundle
+KEY_DIR ?= keys
+KEY ?= $(KEY_DIR)/bundle-signing.pem
+PYTEST_ARGS ?=
+
+.PHONY: install test-deps test lint bundle bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-venv.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-venv.sh
+	@touch $@
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+# Exit code 5 (no tests collected) means the suite is misconfigured: fail loudly, never pass.
+test: install test-deps
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(BIN)/ruff check offline tests benchmarks
+	$(BIN)/ruff format --check offline tests benchmarks
+	$(BIN)/mypy
+
+$(KEY):
+	$(BIN)/offline bundle keygen --out $(KEY)
+
+# Build the default bundle, then check it the way the isolated host will: coreutils + openssl.
+bundle: install $(KEY)
+	$(BIN)/offline bundle build --spec $(SPEC) --out $(BUNDLE_OUT) --key $(KEY)
+	cd $(BUNDLE_OUT) && sha256sum --quiet -c SHA256SUMS
+	openssl pkeyutl -verify -pubin -inkey $(KEY_DIR)/bundle-signing.pub.pem -rawin \
+	    -in $(BUNDLE_OUT)/manifest.json -sigfile $(BUNDLE_OUT)/manifest.sig
+
+bench: install
+	$(BIN)/python benchmarks/bundle_bench.py
+
+demo: bundle
+	@echo "bundle ready in $(BUNDLE_OUT); the isolated-side demo arrives with the install and pipeline commands"
+
+clean:
+	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

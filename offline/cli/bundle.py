@@ -1,0 +1,91 @@
+"""``offline bundle``: build (connected side) and keygen."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from offline.cli.render import print_json
+
+app = typer.Typer(
+    help="Pack wheels, images, models and files into a signed bundle.", no_args_is_help=True
+)
+
+
+@app.command("build")
+def build_cmd(
+    spec: Annotated[Path, typer.Option(help="Bundle spec (TOML).")] = Path("bundle/bundle.toml"),
+    out: Annotated[Path, typer.Option(help="Bundle directory to write.")] = Path("dist/bundle"),
+    key: Annotated[
+        Path | None, typer.Option(help="ed25519 private key (PEM) to sign with.")
+    ] = None,
+    max_part_size: Annotated[
+        str | None, typer.Option(help="Also write split volumes of this size, e.g. 4GiB.")
+    ] = None,
+    since: Annotated[
+        Path | None, typer.Option(help="Old manifest.json: build a diff with only what it lacks.")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Download cache directory.")] = None,
+    refresh: Annotated[bool, typer.Option(help="Re-resolve requirements and image tags.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Build a bundle for the isolated host described by the spec."""
+    from rich.console import Console
+
+    from offline.bundle import build
+    from offline.bundle.split import parse_size
+    from offline.cli.render import RichReporter
+
+    part_size = parse_size(max_part_size) if max_part_size else None
+    console = Console(stderr=True)
+    interactive = console.is_terminal and not json_out
+    reporter = RichReporter(console) if interactive else None
+    with reporter if reporter else nullcontext():
+        result = build(
+            spec,
+            out,
+            key=key,
+            max_part_size=part_size,
+            since=since,
+            cache_dir=cache_dir,
+            refresh=refresh,
+            reporter=reporter,
+        )
+    if json_out:
+        print_json(result.to_json())
+        return
+    _print_summary(result.to_json())
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    stats = data["stats"]
+    lines = [
+        f"bundle ({data['kind']}) written to {data['out']}",
+        f"  files     {data['files']} ({data['bytes'] / 1e6:.1f} MB)",
+        "  envs      " + ", ".join(f"{k}: {v} packages" for k, v in data["envs"].items()),
+        f"  images    {data['images']}   models {data['models']}   signed {data['signed']}",
+        f"  fetched   {stats['downloaded_files']} files "
+        f"({stats['downloaded_bytes'] / 1e6:.1f} MB), {stats['cache_hits']} from cache, "
+        f"{stats['built_sdists']} sdists built",
+        f"  time      {data['seconds']} s",
+    ]
+    if data["parts_index"]:
+        lines.append(f"  volumes   {data['parts_index']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@app.command("keygen")
+def keygen_cmd(
+    out: Annotated[Path, typer.Option(help="Private key path; the public key goes next to it.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+) -> None:
+    """Create an ed25519 signing key pair (private key 0600, NAME.pub.pem beside it)."""
+    from offline.bundle.sign import keygen
+
+    private, public = keygen(out, overwrite=force)
+    typer.echo(f"private key: {private} (keep it on the connected side)")
+    typer.echo(f"public key:  {public} (give it to the isolated host out of band)")

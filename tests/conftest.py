@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures.registry", "tests.fixtures.pyindex"]
