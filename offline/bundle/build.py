@@ -195,7 +195,7 @@ def _stage_envs(
 ) -> None:
     spec = loaded.spec
     plats = spec.target.platforms
-    inputs = [bootstrap_inputs(loaded, p) for p in plats]
+    inputs = [bootstrap_inputs(loaded, p) for p in plats if spec.bootstrap.requirements]
     inputs += [lock_inputs(env, loaded, p) for env in spec.env for p in plats]
     reporter.start("resolve", len(inputs))
     resolved: list[ResolvedEnv] = []

@@ -121,6 +121,8 @@ def _local_link(link: str, spec: LoadedSpec) -> str:
 
 def toolkit_requirements(extras: list[str]) -> list[str]:
     """The toolkit's own requirements for ``extras``, from its installed metadata."""
+    if not extras:
+        return []
     try:
         declared = [Requirement(r) for r in requires(TOOLKIT_DIST) or []]
     except PackageNotFoundError as exc:
@@ -221,13 +223,15 @@ def resolve(inputs: LockInputs, cache_: Cache, *, refresh: bool = False) -> Reso
     lock_path = cache_.root / "locks" / key / "pylock.toml"
     cached = lock_path.is_file() and not refresh
     if not cached:
-        _run_uv(uv, inputs, lock_path, cache_)
+        _run_uv(uv, inputs, lock_path, cache_, refresh=refresh)
     data = tomllib.loads(lock_path.read_text())
     artifacts = tuple(_choose(p, inputs) for p in data.get("packages", []))
     return ResolvedEnv(inputs.env, inputs.platform, artifacts, cached=cached)
 
 
-def _run_uv(uv: str, inputs: LockInputs, lock_path: Path, cache_: Cache) -> None:
+def _run_uv(
+    uv: str, inputs: LockInputs, lock_path: Path, cache_: Cache, *, refresh: bool
+) -> None:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_.tmp_dir()) as tmp:
         srcs = [str(p) for p in inputs.files]
@@ -240,7 +244,7 @@ def _run_uv(uv: str, inputs: LockInputs, lock_path: Path, cache_: Cache) -> None
         cmd += ["--python-version", inputs.python]
         cmd += ["--python-platform", uv_platform(inputs.platform)]
         cmd += ["--format", "pylock.toml", "-o", str(out), "--cache-dir", str(cache_.root / "uv")]
-        cmd += inputs.index.uv_args()
+        cmd += inputs.index.uv_args() + (["--refresh"] if refresh else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise _uv_error(inputs, proc.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -61,10 +62,12 @@ def sbom(
     bundle_name: str, bundle_version: str, created: str, tool_version: str, components: list[Any]
 ) -> dict[str, Any]:
     unique = list({c["bom-ref"]: c for c in components}.values())
+    # Same content, same serial: rebuilding an unchanged bundle gives an identical SBOM.
+    identity = json.dumps([bundle_name, bundle_version, created, unique], sort_keys=True)
     return {
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
-        "serialNumber": f"urn:uuid:{uuid.uuid4()}",
+        "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, identity)}",
         "version": 1,
         "metadata": {
             "timestamp": created,

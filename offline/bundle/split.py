@@ -97,7 +97,7 @@ class _PartWriter:
 
 def _write_tar(fileobj: _PartWriter, bundle_dir: Path, stem: str, mtime: int) -> None:
     """A deterministic tar stream: sorted names, owner root, one mtime."""
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]  # noqa: E501
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for path in sorted(bundle_dir.rglob("*")):
             arcname = str(Path(stem) / path.relative_to(bundle_dir))
             info = tar.gettarinfo(str(path), arcname=arcname)
