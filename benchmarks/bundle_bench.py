@@ -30,6 +30,10 @@ REBUILD_GOAL = 0.05  # rebuild / cold, at most
 REPEATS = 3
 # Mixed sizes (mean 64 MiB) so a parallel hasher must balance its threads.
 FILE_SIZES_MIB = (32, 64, 96)
+COREUTILS = "sha256sum -c"
+OURS = "sha256_many"
+# Not part of the goal: separates the hash implementation from the parallelism.
+OURS_1 = "sha256_many workers=1"
 PACKAGES = 40
 # The builder resolves these for every bundle; the local index serves tiny stand-ins.
 BOOTSTRAP = ("pip", "setuptools", "wheel")
@@ -94,12 +98,6 @@ class HashResult:
     @property
     def ratio(self) -> float:
         return self.seconds[COREUTILS] / self.seconds[OURS]
-
-
-COREUTILS = "sha256sum -c"
-OURS = "sha256_many"
-# Not part of the goal: separates the hash implementation from the parallelism.
-OURS_1 = "sha256_many workers=1"
 
 
 def bench_hashing(root: Path, total: int) -> HashResult:

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.registry", "tests.fixtures.pyindex"]
+pytest_plugins = ["tests.fixtures.registry", "tests.fixtures.pyindex", "tests.fixtures.specs"]

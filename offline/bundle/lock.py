@@ -229,9 +229,7 @@ def resolve(inputs: LockInputs, cache_: Cache, *, refresh: bool = False) -> Reso
     return ResolvedEnv(inputs.env, inputs.platform, artifacts, cached=cached)
 
 
-def _run_uv(
-    uv: str, inputs: LockInputs, lock_path: Path, cache_: Cache, *, refresh: bool
-) -> None:
+def _run_uv(uv: str, inputs: LockInputs, lock_path: Path, cache_: Cache, *, refresh: bool) -> None:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_.tmp_dir()) as tmp:
         srcs = [str(p) for p in inputs.files]

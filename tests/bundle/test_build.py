@@ -12,8 +12,8 @@ import pytest
 
 from offline.bundle import build
 from offline.errors import ConfigError, IntegrityError, NetworkError, NotFoundError, ResolutionError
-from tests.bundle.conftest import SpecFactory, write_safetensors
 from tests.fixtures.pyindex import PyIndex
+from tests.fixtures.specs import SpecFactory, write_safetensors
 
 MODEL_AND_FILES = """
 [[model]]
@@ -208,7 +208,7 @@ def test_pickle_weights_refused_unless_allowed(make_spec: SpecFactory, tmp_path:
     spec = make_spec(extra=model)
     (spec.parent / "model").mkdir()
     (spec.parent / "model" / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
-    with pytest.raises(IntegrityError, match="pytorch_model.bin"):
+    with pytest.raises(IntegrityError, match=r"pytorch_model\.bin"):
         build(spec, tmp_path / "out", cache_dir=tmp_path / "cache")
     spec = make_spec(extra=model + "allow_pickle = true\n")
     build(spec, tmp_path / "out", cache_dir=tmp_path / "cache")

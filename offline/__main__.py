@@ -1,0 +1,3 @@
+from offline.cli import main
+
+main()
