@@ -9,6 +9,8 @@ BUNDLE_OUT ?= dist/bundle
 KEY_DIR ?= keys
 KEY ?= $(KEY_DIR)/bundle-signing.pem
 PYTEST_ARGS ?=
+# e.g. make bundle MAX_PART_SIZE=4GiB also writes split volumes next to the bundle
+MAX_PART_SIZE ?=
 
 .PHONY: install test-deps test lint bundle bench demo clean
 
@@ -36,7 +38,8 @@ $(KEY):
 
 # Build the default bundle, then check it the way the isolated host will: coreutils + openssl.
 bundle: install $(KEY)
-	$(BIN)/offline bundle build --spec $(SPEC) --out $(BUNDLE_OUT) --key $(KEY)
+	$(BIN)/offline bundle build --spec $(SPEC) --out $(BUNDLE_OUT) --key $(KEY) \
+	    $(if $(MAX_PART_SIZE),--max-part-size $(MAX_PART_SIZE))
 	cd $(BUNDLE_OUT) && sha256sum --quiet -c SHA256SUMS
 	openssl pkeyutl -verify -pubin -inkey $(KEY_DIR)/bundle-signing.pub.pem -rawin \
 	    -in $(BUNDLE_OUT)/manifest.json -sigfile $(BUNDLE_OUT)/manifest.sig
