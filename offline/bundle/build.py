@@ -119,7 +119,7 @@ def build(
         raise
     parts_index = None
     if max_part_size:
-        parts_index = _split(loaded, out, max_part_size, created)
+        parts_index = _split(loaded, out, max_part_size, created, reporter)
     return BuildResult(
         out=out,
         kind=manifest["kind"],
@@ -503,7 +503,7 @@ def _write_sums(stage: Path, files: list[dict[str, Any]]) -> None:
     )
 
 
-def _split(loaded: LoadedSpec, out: Path, part_size: int, created: str) -> Path:
+def _split(loaded: LoadedSpec, out: Path, part_size: int, created: str, reporter: Reporter) -> Path:
     stem = f"{loaded.spec.bundle.name}-{loaded.spec.bundle.version}"
     final = out.with_name(f"{out.name}.parts")
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.parts-"))
@@ -511,7 +511,10 @@ def _split(loaded: LoadedSpec, out: Path, part_size: int, created: str) -> Path:
         mtime = int(
             datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
         )
-        write_parts(out, tmp, stem, part_size, mtime)
+        total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        reporter.start("pack", total)
+        write_parts(out, tmp, stem, part_size, mtime, lambda n: reporter.advance("pack", n))
+        reporter.done("pack")
         _replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -51,8 +52,15 @@ def parse_size(text: str) -> int:
 class _PartWriter:
     """A write-only file object that rolls over to a new part every ``part_size`` bytes."""
 
-    def __init__(self, directory: Path, stem: str, part_size: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        stem: str,
+        part_size: int,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
         self.directory, self.stem, self.part_size = directory, stem, part_size
+        self.on_bytes = on_bytes
         self.parts: list[dict[str, Any]] = []
         self.whole = hashlib.sha256()
         self._fh: Any = None
@@ -75,6 +83,8 @@ class _PartWriter:
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         self.whole.update(view)
+        if self.on_bytes is not None:
+            self.on_bytes(len(data))
         while view:
             if self._fh is None or self._left == 0:
                 self._roll()
@@ -111,10 +121,18 @@ def _write_tar(fileobj: _PartWriter, bundle_dir: Path, stem: str, mtime: int) ->
                 tar.addfile(info)
 
 
-def write_parts(bundle_dir: Path, parts_dir: Path, stem: str, part_size: int, mtime: int) -> Path:
+def write_parts(
+    bundle_dir: Path,
+    parts_dir: Path,
+    stem: str,
+    part_size: int,
+    mtime: int,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Path:
     """Write ``bundle_dir`` as a tar split into parts; returns the path of the JSON index."""
     parts_dir.mkdir(parents=True, exist_ok=True)
-    with disk_errors(parts_dir), _PartWriter(parts_dir, f"{stem}.tar", part_size) as writer:
+    writer = _PartWriter(parts_dir, f"{stem}.tar", part_size, on_bytes)
+    with disk_errors(parts_dir), writer:
         _write_tar(writer, bundle_dir, stem, mtime)
     index = {
         "format_version": 1,
