@@ -23,7 +23,7 @@ from offline import __version__
 from offline.bundle import sbom as sbom_
 from offline.bundle.cache import Cache, default_cache_dir
 from offline.bundle.fetch import FetchStats, build_wheel, download_all
-from offline.bundle.images import ImageRecord, fetch_image
+from offline.bundle.images import fetch_image
 from offline.bundle.lock import (
     Artifact,
     ResolvedEnv,
@@ -31,7 +31,7 @@ from offline.bundle.lock import (
     lock_inputs,
     resolve,
 )
-from offline.bundle.models import ModelSource, collect_model
+from offline.bundle.models import collect_model
 from offline.bundle.progress import NullReporter, Reporter
 from offline.bundle.sign import load_private_key, public_pem, sign
 from offline.bundle.simple import write_simple_index
@@ -109,8 +109,8 @@ def build(
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
     try:
-        stats = FetchStats()
-        staged = _stage_payload(loaded, stage, cache, stats, reporter, refresh)
+        stager = _Stager(loaded, stage, cache, reporter, refresh)
+        staged, stats = stager.run(), stager.stats
         created = _created()
         manifest = _finish(loaded, stage, staged, base, created, signing_key, reporter)
         _replace(stage, out)
@@ -165,57 +165,159 @@ def _replace(stage: Path, out: Path) -> None:
 # --- payload ---------------------------------------------------------------------------------
 
 
-def _stage_payload(
-    loaded: LoadedSpec,
-    stage: Path,
-    cache: Cache,
-    stats: FetchStats,
-    reporter: Reporter,
-    refresh: bool,
-) -> _Staged:
-    staged = _Staged()
-    _stage_envs(loaded, stage, cache, stats, reporter, refresh, staged)
-    if loaded.spec.toolkit.wheel:
-        _stage_toolkit_wheel(stage, cache, staged)
-    write_simple_index(stage, staged.wheels)
-    _stage_images(loaded, stage, cache, reporter, refresh, staged)
-    _stage_models(loaded, stage, cache, reporter, staged)
-    _stage_files(loaded, stage)
-    return staged
+@dataclass
+class _Stager:
+    """Places the payload in the staging directory and records what it placed."""
 
+    loaded: LoadedSpec
+    stage: Path
+    cache: Cache
+    reporter: Reporter
+    refresh: bool
+    stats: FetchStats = field(default_factory=FetchStats)
+    staged: _Staged = field(default_factory=_Staged)
 
-def _stage_envs(
-    loaded: LoadedSpec,
-    stage: Path,
-    cache: Cache,
-    stats: FetchStats,
-    reporter: Reporter,
-    refresh: bool,
-    staged: _Staged,
-) -> None:
-    spec = loaded.spec
-    plats = spec.target.platforms
-    inputs = [bootstrap_inputs(loaded, p) for p in plats if spec.bootstrap.requirements]
-    inputs += [lock_inputs(env, loaded, p) for env in spec.env for p in plats]
-    reporter.start("resolve", len(inputs))
-    resolved: list[ResolvedEnv] = []
-    for item in inputs:
-        resolved.append(resolve(item, cache, refresh=refresh))
-        reporter.advance("resolve")
-    reporter.done("resolve")
-    _check_free_space(cache, [a for r in resolved for a in r.artifacts])
-    download_all([a for r in resolved for a in r.artifacts], cache, reporter, stats)
-    by_env: dict[str, list[list[Artifact]]] = defaultdict(list)
-    for res, item in zip(resolved, inputs, strict=True):
-        files = [
-            build_wheel(a, cache, item.index, item.python, item.platform, stats)
-            if a.kind == "sdist"
-            else a
-            for a in res.artifacts
-        ]
-        by_env[res.name].append(files)
-    for name, per_platform in by_env.items():
-        _stage_env(name, per_platform, stage, cache, staged)
+    def run(self) -> _Staged:
+        self.envs()
+        if self.loaded.spec.toolkit.wheel:
+            self.toolkit_wheel()
+        write_simple_index(self.stage, self.staged.wheels)
+        self.images()
+        self.models()
+        self.files()
+        return self.staged
+
+    def envs(self) -> None:
+        loaded, cache = self.loaded, self.cache
+        spec = loaded.spec
+        plats = spec.target.platforms
+        inputs = [bootstrap_inputs(loaded, p) for p in plats if spec.bootstrap.requirements]
+        inputs += [lock_inputs(env, loaded, p) for env in spec.env for p in plats]
+        self.reporter.start("resolve", len(inputs))
+        resolved: list[ResolvedEnv] = []
+        for item in inputs:
+            resolved.append(resolve(item, cache, refresh=self.refresh))
+            self.reporter.advance("resolve")
+        self.reporter.done("resolve")
+        _check_free_space(cache, [a for r in resolved for a in r.artifacts])
+        download_all([a for r in resolved for a in r.artifacts], cache, self.reporter, self.stats)
+        by_env: dict[str, list[list[Artifact]]] = defaultdict(list)
+        for res, item in zip(resolved, inputs, strict=True):
+            files = [
+                build_wheel(a, cache, item.index, item.python, item.platform, self.stats)
+                if a.kind == "sdist"
+                else a
+                for a in res.artifacts
+            ]
+            by_env[res.name].append(files)
+        for name, per_platform in by_env.items():
+            self.env(name, per_platform)
+
+    def env(self, name: str, per_platform: list[list[Artifact]]) -> None:
+        # canonical name -> (name, version, {filename: sha256})
+        pins: dict[str, tuple[str, str, dict[str, str]]] = {}
+        for artifacts in per_platform:
+            for art in artifacts:
+                prior = pins.setdefault(art.name.lower(), (art.name, art.version, {}))
+                if prior[1] != art.version:
+                    raise ConfigError(
+                        f"env {name!r}: {art.name} resolves to {prior[1]} on one target "
+                        f"platform and {art.version} on another",
+                        fix=f"pin {art.name} to one version in the env's requirements",
+                    )
+                prior[2][art.filename] = art.sha256
+                self.place_wheel(art)
+        lines, packages = [], []
+        for pkg_name, version, files in sorted(pins.values(), key=lambda p: p[0].lower()):
+            hashes = " ".join(f"--hash=sha256:{h}" for h in sorted(set(files.values())))
+            lines.append(f"{pkg_name}=={version} {hashes}")
+            for fn, sha in sorted(files.items()):
+                packages.append(
+                    {"name": pkg_name, "version": version, "file": f"wheels/{fn}", "sha256": sha}
+                )
+                self.staged.components.append(sbom_.wheel_component(pkg_name, version, fn, sha))
+        header = (
+            f"# env {name}: pip install --index-url file://BUNDLE/simple --require-hashes -r THIS\n"
+        )
+        lock = header + "\n".join(lines) + "\n"
+        atomic_write_text(self.stage / "locks" / f"{name}.lock", lock)
+        self.staged.envs.append(
+            {
+                "name": name,
+                "lock": f"locks/{name}.lock",
+                "lock_sha256": sha256_bytes(lock.encode()),
+                "packages": packages,
+            }
+        )
+
+    def place_wheel(self, art: Artifact) -> None:
+        known = self.staged.wheels.get(art.filename)
+        if known is not None and known != art.sha256:
+            raise IntegrityError(
+                f"two different files are both named {art.filename} "
+                f"(sha256 {known} and {art.sha256})",
+                fix="use one index per package, or pin the same source in every env",
+            )
+        if known is None:
+            link_or_copy(self.cache.blob_path(art.sha256), self.stage / "wheels" / art.filename)
+            self.staged.wheels[art.filename] = art.sha256
+
+    def toolkit_wheel(self) -> None:
+        root = _toolkit_source()
+        sources = [*sorted((root / "offline").rglob("*.py")), root / "pyproject.toml"]
+        key = sha256_bytes(
+            "".join(f"{p.relative_to(root)}:{sha256_file(p)}\n" for p in sources).encode()
+        )
+        meta = self.cache.read_meta("toolkit-wheels", key)
+        if not (meta and self.cache.has(meta["sha256"])):
+            meta = _build_toolkit_wheel(root, self.cache)
+            self.cache.write_meta("toolkit-wheels", key, meta)
+        art = Artifact(
+            "deepseek-offline", __version__, meta["filename"], "", meta["sha256"], None, "wheel"
+        )
+        self.place_wheel(art)
+        self.staged.toolkit_wheel = f"wheels/{meta['filename']}"
+        self.staged.components.append(
+            sbom_.wheel_component(art.name, art.version, art.filename, art.sha256)
+        )
+
+    def images(self) -> None:
+        for image in self.loaded.spec.image:
+            record = fetch_image(image, self.cache, self.reporter, refresh=self.refresh)
+            rel = f"images/{image.archive_name}"
+            link_or_copy(self.cache.blob_path(record.archive_sha256), self.stage / rel)
+            self.staged.images.append({**record.to_json(), "path": rel})
+            self.staged.components.append(
+                sbom_.image_component(record.ref, record.digest, record.platform)
+            )
+
+    def models(self) -> None:
+        for model in self.loaded.spec.model:
+            src = collect_model(model, self.loaded, self.cache.root / "hub")
+            dest = self.stage / "models" / model.name
+            task = f"model {model.name}"
+            self.reporter.start(task, len(src.files))
+            for rel in src.files:
+                _copy(src.directory / rel, dest / rel)
+                self.reporter.advance(task)
+            self.reporter.done(task)
+            self.staged.models.append(
+                {"name": model.name, "source": src.source, "path": f"models/{model.name}"}
+            )
+
+    def files(self) -> None:
+        for entry in self.loaded.spec.files:
+            src = self.loaded.resolve(entry.src)
+            dest = self.stage / "files" / entry.dest
+            if src.is_dir():
+                for path in sorted(p for p in src.rglob("*") if p.is_file()):
+                    _copy(path, dest / path.relative_to(src))
+            elif src.is_file():
+                if entry.sha256 and sha256_file(src) != entry.sha256.lower():
+                    raise IntegrityError(f"files: {src} does not match the sha256 the spec gives")
+                _copy(src, dest)
+            else:
+                raise NotFoundError(f"files: {src} not found", fix="fix 'src' in the spec")
 
 
 def _check_free_space(cache: Cache, artifacts: list[Artifact]) -> None:
@@ -231,60 +333,6 @@ def _check_free_space(cache: Cache, artifacts: list[Artifact]) -> None:
         )
 
 
-def _stage_env(
-    name: str, per_platform: list[list[Artifact]], stage: Path, cache: Cache, staged: _Staged
-) -> None:
-    pins: dict[
-        str, tuple[str, str, dict[str, str]]
-    ] = {}  # canonical name -> (name, version, files)
-    for artifacts in per_platform:
-        for art in artifacts:
-            key = art.name.lower()
-            prior = pins.setdefault(key, (art.name, art.version, {}))
-            if prior[1] != art.version:
-                raise ConfigError(
-                    f"env {name!r}: {art.name} resolves to {prior[1]} on one target platform and "
-                    f"{art.version} on another",
-                    fix=f"pin {art.name} to one version in the env's requirements",
-                )
-            prior[2][art.filename] = art.sha256
-            _place_wheel(art, stage, cache, staged)
-    lines, packages = [], []
-    for pkg_name, version, files in sorted(pins.values(), key=lambda p: p[0].lower()):
-        hashes = " ".join(f"--hash=sha256:{h}" for h in sorted(set(files.values())))
-        lines.append(f"{pkg_name}=={version} {hashes}")
-        packages += [
-            {"name": pkg_name, "version": version, "file": f"wheels/{fn}", "sha256": sha}
-            for fn, sha in sorted(files.items())
-        ]
-        staged.components += [
-            sbom_.wheel_component(pkg_name, version, fn, sha) for fn, sha in files.items()
-        ]
-    header = f"# env {name}: install with pip install --no-index --require-hashes -r THIS\n"
-    lock = header + "\n".join(lines) + "\n"
-    atomic_write_text(stage / "locks" / f"{name}.lock", lock)
-    staged.envs.append(
-        {
-            "name": name,
-            "lock": f"locks/{name}.lock",
-            "lock_sha256": sha256_bytes(lock.encode()),
-            "packages": packages,
-        }
-    )
-
-
-def _place_wheel(art: Artifact, stage: Path, cache: Cache, staged: _Staged) -> None:
-    known = staged.wheels.get(art.filename)
-    if known is not None and known != art.sha256:
-        raise IntegrityError(
-            f"two different files are both named {art.filename} (sha256 {known} and {art.sha256})",
-            fix="use one index per package, or pin the same source in every env",
-        )
-    if known is None:
-        link_or_copy(cache.blob_path(art.sha256), stage / "wheels" / art.filename)
-        staged.wheels[art.filename] = art.sha256
-
-
 def _toolkit_source() -> Path:
     root = Path(__file__).resolve().parents[2]
     pyproject = root / "pyproject.toml"
@@ -294,24 +342,6 @@ def _toolkit_source() -> Path:
             fix="run from a source checkout, or set [toolkit] wheel = false in the spec",
         )
     return root
-
-
-def _stage_toolkit_wheel(stage: Path, cache: Cache, staged: _Staged) -> None:
-    root = _toolkit_source()
-    sources = [*sorted((root / "offline").rglob("*.py")), root / "pyproject.toml"]
-    key = sha256_bytes(
-        "".join(f"{p.relative_to(root)}:{sha256_file(p)}\n" for p in sources).encode()
-    )
-    meta = cache.read_meta("toolkit-wheels", key)
-    if not (meta and cache.has(meta["sha256"])):
-        meta = _build_toolkit_wheel(root, cache)
-        cache.write_meta("toolkit-wheels", key, meta)
-    art = Artifact(
-        "deepseek-offline", __version__, meta["filename"], "", meta["sha256"], None, "wheel"
-    )
-    _place_wheel(art, stage, cache, staged)
-    staged.toolkit_wheel = f"wheels/{meta['filename']}"
-    staged.components.append(sbom_.wheel_component(art.name, art.version, art.filename, art.sha256))
 
 
 def _build_toolkit_wheel(root: Path, cache: Cache) -> dict[str, str]:
@@ -336,53 +366,6 @@ def _build_toolkit_wheel(root: Path, cache: Cache) -> dict[str, str]:
             )
         wheel = next(Path(tmp).glob("*.whl"))
         return {"filename": wheel.name, "sha256": cache.ingest(wheel, what=wheel.name)}
-
-
-def _stage_images(
-    loaded: LoadedSpec,
-    stage: Path,
-    cache: Cache,
-    reporter: Reporter,
-    refresh: bool,
-    staged: _Staged,
-) -> None:
-    for image in loaded.spec.image:
-        record: ImageRecord = fetch_image(image, cache, reporter, refresh=refresh)
-        rel = f"images/{image.archive_name}"
-        link_or_copy(cache.blob_path(record.archive_sha256), stage / rel)
-        staged.images.append({**record.to_json(), "path": rel})
-        staged.components.append(sbom_.image_component(record.ref, record.digest, record.platform))
-
-
-def _stage_models(
-    loaded: LoadedSpec, stage: Path, cache: Cache, reporter: Reporter, staged: _Staged
-) -> None:
-    for model in loaded.spec.model:
-        src: ModelSource = collect_model(model, loaded, cache.root / "hub")
-        dest = stage / "models" / model.name
-        reporter.start(f"model {model.name}", len(src.files))
-        for rel in src.files:
-            _copy(src.directory / rel, dest / rel)
-            reporter.advance(f"model {model.name}")
-        reporter.done(f"model {model.name}")
-        staged.models.append(
-            {"name": model.name, "source": src.source, "path": f"models/{model.name}"}
-        )
-
-
-def _stage_files(loaded: LoadedSpec, stage: Path) -> None:
-    for entry in loaded.spec.files:
-        src = loaded.resolve(entry.src)
-        dest = stage / "files" / entry.dest
-        if src.is_dir():
-            for path in sorted(p for p in src.rglob("*") if p.is_file()):
-                _copy(path, dest / path.relative_to(src))
-        elif src.is_file():
-            if entry.sha256 and sha256_file(src) != entry.sha256.lower():
-                raise IntegrityError(f"files: {src} does not match the sha256 the spec gives")
-            _copy(src, dest)
-        else:
-            raise NotFoundError(f"files: {src} not found", fix="fix 'src' in the spec")
 
 
 def _copy(src: Path, dest: Path) -> None:
