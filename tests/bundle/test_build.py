@@ -247,3 +247,13 @@ def test_disk_full_is_a_clear_error(make_spec: SpecFactory, tmp_path: Path) -> N
         assert not (small / "out").exists() and not _no_leftovers(small)
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_unreachable_hub_is_a_clear_error(
+    make_spec: SpecFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    spec = make_spec(extra='[[model]]\nname = "m"\nhub = "org/none"\nrevision = "main"\n')
+    with pytest.raises((NetworkError, NotFoundError), match="cannot fetch org/none@main"):
+        build(spec, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "out").exists()
