@@ -54,18 +54,17 @@ class IndexSettings:
     find_links: tuple[str, ...] = ()
     strategy: str = "unsafe-best-match"
 
-    def uv_args(self) -> list[str]:
-        args = ["--index-strategy", self.strategy]
-        if self.index_url:
-            args += ["--index-url", self.index_url]
+    def pip_args(self) -> list[str]:
+        """Index options as pip (and uv) spell them."""
+        args = ["--index-url", self.index_url] if self.index_url else []
         for url in self.extra_index_urls:
             args += ["--extra-index-url", url]
         for link in self.find_links:
             args += ["--find-links", link]
         return args
 
-    def pip_args(self) -> list[str]:
-        return self.uv_args()[2:]
+    def uv_args(self) -> list[str]:
+        return ["--index-strategy", self.strategy, *self.pip_args()]
 
 
 @dataclass(frozen=True)
