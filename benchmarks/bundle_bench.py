@@ -201,7 +201,7 @@ class RebuildResult:
 
 
 def timed_build(spec: Path, out: Path, cache: Path, log: list[str]) -> Build:
-    from offline.bundle import build
+    from offline.bundle.build import build
 
     before = len(log)
     start = time.perf_counter()

@@ -36,7 +36,7 @@ def build_cmd(
     """Build a bundle for the isolated host described by the spec."""
     from rich.console import Console
 
-    from offline.bundle import build
+    from offline.bundle.build import build
     from offline.bundle.split import parse_size
     from offline.cli.render import RichReporter
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from offline.bundle import build
+from offline.bundle.build import build
 from offline.errors import ConfigError, IntegrityError, NetworkError, NotFoundError, ResolutionError
 from tests.fixtures.pyindex import PyIndex
 from tests.fixtures.specs import SpecFactory, write_safetensors

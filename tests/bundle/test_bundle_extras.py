@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from offline.bundle import build
+from offline.bundle.build import build
 from offline.bundle.split import parse_size
 from offline.errors import ConfigError
 from tests.fixtures.registry import TinyImage

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from offline.bundle import build
+from offline.bundle.build import build
 
 SPEC = """
 [bundle]
