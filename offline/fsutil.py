@@ -89,6 +89,31 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
+def replace_dir(new: Path, target: Path) -> None:
+    """Move the finished directory ``new`` to ``target``, replacing an older one there."""
+    os.chmod(new, 0o755)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    os.replace(new, target)
+    import shutil
+
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_sha256sums(root: Path, files: Iterable[tuple[str, str]]) -> None:
+    """``root/SHA256SUMS`` in coreutils format for ``(sha256, relative path)`` pairs, plus the
+    manifest and its signature when present (they are written before the sums)."""
+    entries = list(files)
+    for name in ("manifest.json", "manifest.sig"):
+        if (root / name).is_file():
+            entries.append((sha256_file(root / name), name))
+    text = "".join(f"{h}  {p}\n" for h, p in sorted(entries, key=lambda e: e[1]))
+    atomic_write_text(root / "SHA256SUMS", text)
+
+
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link ``src`` to ``dst`` when on one filesystem, else copy it."""
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -43,9 +43,11 @@ from offline.fsutil import (
     atomic_write_text,
     disk_errors,
     link_or_copy,
+    replace_dir,
     sha256_bytes,
     sha256_file,
     sha256_many,
+    write_sha256sums,
 )
 
 FORMAT_VERSION = 1
@@ -113,7 +115,7 @@ def build(
         staged, stats = stager.run(), stager.stats
         created = _created()
         manifest = _finish(loaded, stage, staged, base, created, signing_key, reporter)
-        _replace(stage, out)
+        replace_dir(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -151,17 +153,6 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _replace(stage: Path, out: Path) -> None:
-    os.chmod(stage, 0o755)
-    if not out.exists():
-        os.replace(stage, out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.replace(out, old)
-    os.replace(stage, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # --- payload ---------------------------------------------------------------------------------
 
 
@@ -185,6 +176,7 @@ class _Stager:
         self.images()
         self.models()
         self.files()
+        _copy_installer(self.stage)
         return self.staged
 
     def envs(self) -> None:
@@ -320,6 +312,25 @@ class _Stager:
                 raise NotFoundError(f"files: {src} not found", fix="fix 'src' in the spec")
 
 
+def _installer_files() -> dict[str, Path]:
+    """The isolated host's installer and its stdlib-only archive checker, by their bundle name."""
+    package = Path(__file__).resolve().parent
+    return {
+        "install-offline.sh": package.parents[1] / "scripts" / "install-offline.sh",
+        "offline-archive.py": package / "archive.py",
+    }
+
+
+def _copy_installer(directory: Path) -> None:
+    """Put the installer at the top of a bundle or beside its volumes, when the source has it."""
+    files = _installer_files()
+    if not files["install-offline.sh"].is_file():
+        return  # a toolkit installed from its wheel: scripts/ is not part of it
+    for name, src in files.items():
+        _copy(src, directory / name)
+        os.chmod(directory / name, 0o755)
+
+
 def _check_free_space(cache: Cache, artifacts: list[Artifact]) -> None:
     need = sum(
         a.size or 0 for a in {a.sha256: a for a in artifacts}.values() if not cache.has(a.sha256)
@@ -433,7 +444,7 @@ def _finish(
     atomic_write_bytes(stage / "manifest.json", raw)
     if signing_key is not None:
         atomic_write_bytes(stage / "manifest.sig", sign(raw, signing_key))
-    _write_sums(stage, files)
+    write_sha256sums(stage, [(f["sha256"], f["path"]) for f in files])
     return manifest
 
 
@@ -476,16 +487,6 @@ def _base_ref(base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _write_sums(stage: Path, files: list[dict[str, Any]]) -> None:
-    entries = [(f["sha256"], f["path"]) for f in files]
-    for name in ("manifest.json", "manifest.sig"):
-        if (stage / name).is_file():
-            entries.append((sha256_file(stage / name), name))
-    atomic_write_text(
-        stage / "SHA256SUMS", "".join(f"{h}  {p}\n" for h, p in sorted(entries, key=lambda e: e[1]))
-    )
-
-
 def _split(loaded: LoadedSpec, out: Path, part_size: int, created: str, reporter: Reporter) -> Path:
     stem = f"{loaded.spec.bundle.name}-{loaded.spec.bundle.version}"
     final = out.with_name(f"{out.name}.parts")
@@ -497,8 +498,9 @@ def _split(loaded: LoadedSpec, out: Path, part_size: int, created: str, reporter
         total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         reporter.start("pack", total)
         write_parts(out, tmp, stem, part_size, mtime, lambda n: reporter.advance("pack", n))
+        _copy_installer(tmp)
         reporter.done("pack")
-        _replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,4 +1,4 @@
-"""``offline bundle``: build (connected side) and keygen."""
+"""``offline bundle``: build and keygen (connected side); verify, unpack, apply-diff (isolated)."""
 
 from __future__ import annotations
 
@@ -89,3 +89,80 @@ def keygen_cmd(
     private, public = keygen(out, overwrite=force)
     typer.echo(f"private key: {private} (keep it on the connected side)")
     typer.echo(f"public key:  {public} (give it to the isolated host out of band)")
+
+
+@app.command("verify")
+def verify_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    pubkey: Annotated[Path, typer.Option(help="Trusted public key (PEM), received out of band.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the signature and every file of a bundle; list every bad, missing or extra file."""
+    from offline.bundle.verify import verify_bundle
+
+    report = verify_bundle(bundle, pubkey)
+    if json_out:
+        print_json(report.to_json())
+    else:
+        typer.echo(report.summary(), err=not report.ok)
+    if not report.ok:
+        from offline.errors import IntegrityError
+
+        raise typer.Exit(IntegrityError.exit_code)
+
+
+@app.command("unpack")
+def unpack_cmd(
+    src: Annotated[
+        Path, typer.Argument(help="NAME.tar, NAME.parts.json, or a directory of volumes.")
+    ],
+    dest: Annotated[Path, typer.Option(help="Directory to unpack the bundle into.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Check the volumes and unpack safely; a re-run skips files already unpacked."""
+    from offline.bundle.archive import unpack
+
+    result = unpack(src, dest)
+    summary = {
+        "dest": str(result.dest),
+        "written": result.written,
+        "skipped": result.skipped,
+        "bytes_written": result.bytes_written,
+    }
+    if json_out:
+        print_json(summary)
+        return
+    typer.echo(
+        f"unpacked into {result.dest}: {result.written} files written, "
+        f"{result.skipped} already there"
+    )
+    typer.echo(f"next: offline bundle verify {result.dest} --pubkey TRUSTED.pub.pem")
+
+
+@app.command("apply-diff")
+def apply_diff_cmd(
+    diff: Annotated[Path, typer.Argument(help="Diff bundle directory.")],
+    base: Annotated[
+        Path, typer.Option(help="Installed bundle: an install prefix or a bundle directory.")
+    ],
+    pubkey: Annotated[
+        Path | None,
+        typer.Option(help="Trusted public key; default: the one the install recorded."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the new bundle here instead of replacing --base.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Apply a differential bundle onto the installed one it was built against."""
+    from offline.bundle.apply import apply_diff
+
+    result = apply_diff(diff, base, pubkey=pubkey, out=out)
+    if json_out:
+        print_json(result.to_json())
+        return
+    typer.echo(
+        f"{result.name} {result.base_version} -> {result.version} in {result.out}: "
+        f"{result.added} new files, {result.reused} reused, {result.dropped} dropped"
+    )
+    typer.echo(f"next: scripts/install-offline.sh {result.out} --pubkey TRUSTED.pub.pem")
