@@ -159,7 +159,9 @@ def test_unsafe_members_are_refused_before_anything_is_written(tmp_path: Path, c
     assert not Path("/tmp/evil-abs").exists()
 
 
-def test_unsafe_member_refused_by_the_installer(tmp_path: Path, signed_bundle: SignedBundle) -> None:
+def test_unsafe_member_refused_by_the_installer(
+    tmp_path: Path, signed_bundle: SignedBundle
+) -> None:
     archive = _evil_tar(tmp_path / "evil.tar", (_member("b/../../evil"), b"x"))
     done = bash_install(archive, signed_bundle.pub, tmp_path / "prefix")
     assert done.returncode == INTEGRITY_EXIT and "'..' in the path" in done.stderr
