@@ -4,6 +4,9 @@
    warm files. Goal: ours ≥ 1.8x coreutils.
 2. No-change rebuild: a second build of an unchanged spec with a warm cache against the cold build,
    from a local PEP 503 index of synthetic wheels served on 127.0.0.1. Goal: rebuild ≤ 5 % of cold.
+3. Isolated-side verify: ``offline bundle verify`` (the command, signature and every file) against
+   ``sha256sum --quiet -c SHA256SUMS`` on the same signed bundle holding the files of 1.
+   Goal: ours ≥ 1.5x coreutils.
 
 Run: ``.venv/bin/python benchmarks/bundle_bench.py [--size-gb 2] [--workdir DIR]``. Timings on
 shared machines are noisy, so this prints PASS/MISS and never fails.
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
 HASH_GOAL = 1.8  # ours / sha256sum, at least
 REBUILD_GOAL = 0.05  # rebuild / cold, at most
+VERIFY_GOAL = 1.5  # sha256sum -c / offline bundle verify, at least
 REPEATS = 3
 # Mixed sizes (mean 64 MiB) so a parallel hasher must balance its threads.
 FILE_SIZES_MIB = (32, 64, 96)
@@ -252,6 +256,65 @@ def report_rebuild(res: RebuildResult) -> None:
     print(f"   ratio rebuild/cold   {res.ratio:.1%}   goal ≤ {REBUILD_GOAL:.0%}   {verdict(ok)}")
 
 
+# --- 3. isolated-side verify ------------------------------------------------------------------
+
+
+@dataclass
+class VerifyResult:
+    files: int
+    total: int
+    seconds: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds[COREUTILS] / self.seconds["offline bundle verify"]
+
+
+def bench_verify(root: Path) -> VerifyResult:
+    """A signed bundle carrying the hash files of 1 (copied in by the build)."""
+    from offline.bundle.build import build
+    from offline.bundle.sign import keygen
+
+    spec = root / "verify" / "bundle.toml"
+    spec.parent.mkdir()
+    spec.write_text(
+        '[bundle]\nname = "verify"\nversion = "0"\n\n'
+        '[target]\npython = "3.11"\nplatforms = ["manylinux_2_28_x86_64"]\n\n'
+        "[toolkit]\nwheel = false\n[bootstrap]\nrequirements = []\n\n"
+        f'[[files]]\nsrc = "{root / "hash"}"\ndest = "data"\n'
+    )
+    key, pub = keygen(root / "verify" / "key.pem")
+    bundle = root / "verify" / "bundle"
+    result = build(spec, bundle, key=key, cache_dir=root / "verify" / "cache")
+    (root / "hash").rename(root / "hash.done")  # the bundle's copies are what gets read now
+    command = [sys.executable, "-m", "offline", "bundle", "verify", str(bundle), "--pubkey"]
+    contenders: dict[str, Callable[[], object]] = {
+        COREUTILS: lambda: sha256sum_check(bundle),
+        "offline bundle verify": lambda: subprocess.run(
+            [*command, str(pub)], check=True, capture_output=True
+        ),
+    }
+    sha256sum_check(bundle)  # warm the page cache for both
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(REPEATS):
+        for name, fn in contenders.items():
+            runs[name].append(timed(fn))
+    medians = {name: statistics.median(times) for name, times in runs.items()}
+    return VerifyResult(result.files, result.bytes, medians)
+
+
+def report_verify(res: VerifyResult) -> None:
+    mb = res.total / 1e6
+    print(
+        f"3. isolated-side verify: signed bundle, {res.files} files, "
+        f"{res.total / (1 << 30):.2f} GiB, page cache warm, median of {REPEATS}"
+    )
+    for label, seconds in res.seconds.items():
+        print(f"   {label:<22} {mb / seconds:7.0f} MB/s  ({seconds:.2f} s)")
+    ok = res.ratio >= VERIFY_GOAL
+    print(f"   ratio verify/sha256sum {res.ratio:.2f}x   goal ≥ {VERIFY_GOAL}x   {verdict(ok)}")
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -271,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         report_hashing(bench_hashing(root, int(args.size_gb * (1 << 30))))
         print()
         report_rebuild(bench_rebuild(root))
+        print()
+        report_verify(bench_verify(root))
 
 
 if __name__ == "__main__":
