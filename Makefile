@@ -47,8 +47,19 @@ bundle: install $(KEY)
 bench: install
 	$(BIN)/python benchmarks/bundle_bench.py
 
+# The isolated side of the demo: install the bundle into a fresh prefix inside a network
+# namespace with no route out (root needed for that; otherwise it says so and installs anyway).
+DEMO_PREFIX ?= dist/demo-host
 demo: bundle
-	@echo "bundle ready in $(BUNDLE_OUT); the isolated-side demo arrives with the install and pipeline commands"
+	@if unshare -n true 2>/dev/null; then iso="unshare -n"; \
+	else iso=""; echo "note: cannot create a network namespace (needs root): installing without one"; fi; \
+	rm -rf $(DEMO_PREFIX); \
+	$$iso bash scripts/install-offline.sh $(BUNDLE_OUT) --pubkey $(KEY_DIR)/bundle-signing.pub.pem \
+	    --prefix $(DEMO_PREFIX) --python $(PYTHON) --no-doctor && \
+	$$iso $(DEMO_PREFIX)/envs/toolkit/bin/offline bundle verify $(DEMO_PREFIX)/bundle \
+	    --pubkey $(DEMO_PREFIX)/etc/trusted.pub.pem && \
+	$$iso $(DEMO_PREFIX)/envs/toolkit/bin/python -c \
+	    'import torch, offline; print("isolated host ready: deepseek-offline", offline.__version__, "torch", torch.__version__)'
 
 clean:
 	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
