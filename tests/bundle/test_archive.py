@@ -233,3 +233,23 @@ def test_a_file_changed_after_an_interruption_is_rewritten(
     result = unpack(signed_bundle.parts, dest)
     assert result.written >= 1 and result.skipped == len(lines) - 1
     assert python_verify(dest, signed_bundle.pub).returncode == 0
+
+
+def test_installer_on_a_full_disk_then_resume(signed_bundle: SignedBundle, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(small)], check=True)
+    try:
+        prefix = small / "opt"
+        full = bash_install(signed_bundle.parts, signed_bundle.pub, prefix)
+        assert full.returncode == 8 and "disk full" in full.stderr, full.stderr
+        assert "Traceback" not in full.stderr
+        assert_nothing_installed(prefix)
+
+        subprocess.run(["mount", "-o", "remount,size=256m", str(small)], check=True)
+        done = bash_install(signed_bundle.parts, signed_bundle.pub, prefix)
+        assert done.returncode == 0, done.stderr
+        assert "already there" in done.stdout and ", 0 already there" not in done.stdout
+        assert (prefix / "installed.json").is_file()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
