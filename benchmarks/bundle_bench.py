@@ -53,6 +53,21 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def race(contenders: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Median seconds per contender, interleaved so drifting machine load hits all alike."""
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(REPEATS):
+        for name, fn in contenders.items():
+            runs[name].append(timed(fn))
+    return {name: statistics.median(times) for name, times in runs.items()}
+
+
+def print_throughput(title: str, total: int, seconds: dict[str, float]) -> None:
+    print(f"{title}, {total / (1 << 30):.2f} GiB, page cache warm, median of {REPEATS}")
+    for label, secs in seconds.items():
+        print(f"   {label:<22} {total / 1e6 / secs:7.0f} MB/s  ({secs:.2f} s)")
+
+
 # --- 1. verify throughput --------------------------------------------------------------------
 
 
@@ -121,23 +136,13 @@ def bench_hashing(root: Path, total: int) -> HashResult:
         OURS: ours,
         OURS_1: lambda: sha256_many(paths, workers=1),
     }
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(REPEATS):
-        for name, fn in contenders.items():
-            runs[name].append(timed(fn))
+    medians = race(contenders)
     agree = {p.name: d for p, d in digests.items()} == expected
-    medians = {name: statistics.median(times) for name, times in runs.items()}
     return HashResult(len(paths), total, medians, agree)
 
 
 def report_hashing(res: HashResult) -> None:
-    mb = res.total / 1e6
-    print(
-        f"1. verify throughput: {res.total / (1 << 30):.2f} GiB in {res.files} files, "
-        f"page cache warm, median of {REPEATS}"
-    )
-    for label, seconds in res.seconds.items():
-        print(f"   {label:<22} {mb / seconds:7.0f} MB/s  ({seconds:.2f} s)")
+    print_throughput(f"1. verify throughput: {res.files} files", res.total, res.seconds)
     print(f"   digests agree with SHA256SUMS: {'yes' if res.agree else 'NO'}")
     ok = res.ratio >= HASH_GOAL and res.agree
     print(f"   ratio ours/sha256sum   {res.ratio:.2f}x   goal ≥ {HASH_GOAL}x   {verdict(ok)}")
@@ -295,22 +300,12 @@ def bench_verify(root: Path) -> VerifyResult:
         ),
     }
     sha256sum_check(bundle)  # warm the page cache for both
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(REPEATS):
-        for name, fn in contenders.items():
-            runs[name].append(timed(fn))
-    medians = {name: statistics.median(times) for name, times in runs.items()}
-    return VerifyResult(result.files, result.bytes, medians)
+    return VerifyResult(result.files, result.bytes, race(contenders))
 
 
 def report_verify(res: VerifyResult) -> None:
-    mb = res.total / 1e6
-    print(
-        f"3. isolated-side verify: signed bundle, {res.files} files, "
-        f"{res.total / (1 << 30):.2f} GiB, page cache warm, median of {REPEATS}"
-    )
-    for label, seconds in res.seconds.items():
-        print(f"   {label:<22} {mb / seconds:7.0f} MB/s  ({seconds:.2f} s)")
+    title = f"3. isolated-side verify: signed bundle, {res.files} files"
+    print_throughput(title, res.total, res.seconds)
     ok = res.ratio >= VERIFY_GOAL
     print(f"   ratio verify/sha256sum {res.ratio:.2f}x   goal ≥ {VERIFY_GOAL}x   {verdict(ok)}")
 

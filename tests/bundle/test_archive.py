@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -192,11 +194,23 @@ def test_inside_links_are_kept(tmp_path: Path) -> None:
     assert (tmp_path / "dest" / "hard.txt").read_text() == "ok"
 
 
-def test_disk_full_during_unpack_then_resume(signed_bundle: SignedBundle, tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(small)], check=True)
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``path``; ``grow(path, size)`` frees space later."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
     try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def grow(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+
+def test_disk_full_during_unpack_then_resume(signed_bundle: SignedBundle, tmp_path: Path) -> None:
+    with small_disk(tmp_path / "small", "48k") as small:
         dest = small / "out"
         with pytest.raises(ResourceError, match="disk full") as info:
             unpack(signed_bundle.parts, dest)
@@ -208,12 +222,10 @@ def test_disk_full_during_unpack_then_resume(signed_bundle: SignedBundle, tmp_pa
         cli = cli_unpack(signed_bundle.parts, dest)
         assert cli.returncode == 8 and "disk full" in cli.stderr and "Traceback" not in cli.stderr
 
-        subprocess.run(["mount", "-o", "remount,size=4m", str(small)], check=True)
+        grow(small, "4m")
         result = unpack(signed_bundle.parts, dest)
         assert result.skipped >= len(finished)  # re-checked, not re-read from the volumes
         assert python_verify(dest, signed_bundle.pub).returncode == 0
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_a_file_changed_after_an_interruption_is_rewritten(
@@ -236,20 +248,15 @@ def test_a_file_changed_after_an_interruption_is_rewritten(
 
 
 def test_installer_on_a_full_disk_then_resume(signed_bundle: SignedBundle, tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(small)], check=True)
-    try:
+    with small_disk(tmp_path / "small", "48k") as small:
         prefix = small / "opt"
         full = bash_install(signed_bundle.parts, signed_bundle.pub, prefix)
         assert full.returncode == 8 and "disk full" in full.stderr, full.stderr
         assert "Traceback" not in full.stderr
         assert_nothing_installed(prefix)
 
-        subprocess.run(["mount", "-o", "remount,size=256m", str(small)], check=True)
+        grow(small, "256m")
         done = bash_install(signed_bundle.parts, signed_bundle.pub, prefix)
         assert done.returncode == 0, done.stderr
         assert "already there" in done.stdout and ", 0 already there" not in done.stdout
         assert (prefix / "installed.json").is_file()
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
