@@ -14,6 +14,8 @@ from offline.errors import INTERNAL_EXIT, OfflineError
 # name -> module holding a Typer ``app``. One line per capability; issues add theirs here.
 GROUPS: dict[str, str] = {
     "bundle": "offline.cli.bundle",
+    "images": "offline.cli.images",
+    "mirror": "offline.cli.mirror",
 }
 
 app = typer.Typer(
