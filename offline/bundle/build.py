@@ -51,7 +51,7 @@ from offline.fsutil import (
 )
 
 FORMAT_VERSION = 1
-# Written after the manifest; everything else is listed in it.
+# Written after the manifest at the bundle's top; everything else is listed in it.
 _META_FILES = {"manifest.json", "manifest.sig", "SHA256SUMS"}
 
 
@@ -449,7 +449,11 @@ def _finish(
 
 
 def _hash_tree(stage: Path, top: Path, reporter: Reporter) -> list[dict[str, Any]]:
-    paths = [p for p in sorted(top.rglob("*")) if p.is_file() and p.name not in _META_FILES]
+    paths = [
+        p
+        for p in sorted(top.rglob("*"))
+        if p.is_file() and str(p.relative_to(stage)) not in _META_FILES  # only the top-level ones
+    ]
     reporter.start("hash", sum(p.stat().st_size for p in paths))
     digests = sha256_many(paths, on_bytes=lambda n: reporter.advance("hash", n))
     reporter.done("hash")

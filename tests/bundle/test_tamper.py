@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from offline.bundle.build import build
 from offline.bundle.sign import keygen, load_private_key, sign
 from offline.fsutil import sha256_file
-from tests.fixtures.specs import SignedBundle
+from tests.fixtures.specs import SignedBundle, SpecFactory
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "scripts" / "install-offline.sh"
@@ -226,3 +227,19 @@ def test_pristine_bundle_verifies(signed_bundle: SignedBundle) -> None:
     assert report["ok"] and report["signature"] == "valid" and report["problems"] == []
     listed = json.loads((signed_bundle.path / "manifest.json").read_text())["files"]
     assert report["files"] == len(listed)
+
+
+def test_payload_files_named_like_the_bundle_metadata_are_listed(
+    make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
+) -> None:
+    """Only the top-level manifest.json, manifest.sig and SHA256SUMS are outside the manifest."""
+    spec = make_spec(extra='[[files]]\nsrc = "release"\ndest = "release"\n')
+    for name in ("SHA256SUMS", "manifest.json", "manifest.sig"):
+        (spec.parent / "release" / name).parent.mkdir(exist_ok=True)
+        (spec.parent / "release" / name).write_text(f"a payload file called {name}\n")
+    out = tmp_path / "out"
+    build(spec, out, key=signing_key[0], cache_dir=tmp_path / "cache")
+    listed = {f["path"] for f in json.loads((out / "manifest.json").read_text())["files"]}
+    assert {"files/release/SHA256SUMS", "files/release/manifest.sig"} <= listed
+    assert python_verify(out, signing_key[1]).returncode == 0
+    assert bash_install(out, signing_key[1], tmp_path / "prefix").returncode == 0
