@@ -19,6 +19,7 @@ from packaging.requirements import Requirement
 from offline import __version__
 from offline.bundle.build import build
 from offline.bundle.sign import keygen
+from tests.fixtures.specs import target_python
 
 pytestmark = [pytest.mark.network, pytest.mark.integration]
 
@@ -90,19 +91,13 @@ def isolated(
     )
 
 
-def _python311() -> str:
-    found = shutil.which("python3.11") or shutil.which("python3")
-    assert found, "python3.11 is needed to create the target's venvs"
-    return found
-
-
 def test_install_from_volumes_with_no_network(
     toolkit_bundle: ToolkitBundle, tmp_path: Path
 ) -> None:
     prefix = tmp_path / "opt"
     installer = toolkit_bundle.parts / "install-offline.sh"  # the copy that travels with them
     args = [toolkit_bundle.parts, "--pubkey", toolkit_bundle.pub, "--prefix", prefix]
-    done = isolated("bash", installer, *args, "--python", _python311())
+    done = isolated("bash", installer, *args, "--python", target_python())
     assert done.returncode == 0, done.stdout + done.stderr
     assert "installed toolkit-mini 1.0" in done.stdout
 
@@ -140,7 +135,8 @@ def test_model_loads_offline_from_the_install(
 ) -> None:
     prefix = tmp_path / "opt"
     args = [toolkit_bundle.parts, "--pubkey", toolkit_bundle.pub, "--prefix", prefix]
-    done = isolated("bash", toolkit_bundle.parts / "install-offline.sh", *args, "--no-doctor")
+    installer = toolkit_bundle.parts / "install-offline.sh"
+    done = isolated("bash", installer, *args, "--python", target_python(), "--no-doctor")
     assert done.returncode == 0, done.stderr
     model = prefix / "models" / "tiny-gpt2"
     load = (
@@ -157,7 +153,8 @@ def test_rerun_after_an_interruption_finishes_the_job(
     toolkit_bundle: ToolkitBundle, tmp_path: Path
 ) -> None:
     prefix = tmp_path / "opt"
-    args = [toolkit_bundle.parts, "--pubkey", toolkit_bundle.pub, "--prefix", prefix, "--no-doctor"]
+    args = [toolkit_bundle.parts, "--pubkey", toolkit_bundle.pub, "--prefix", prefix]
+    args += ["--python", target_python(), "--no-doctor"]
     installer = toolkit_bundle.parts / "install-offline.sh"
     assert isolated("bash", installer, *args).returncode == 0
     # As if killed half-way: a package gone, no completion record, the lock of a dead run left.

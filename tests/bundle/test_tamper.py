@@ -15,7 +15,7 @@ import pytest
 from offline.bundle.build import build
 from offline.bundle.sign import keygen, load_private_key, sign
 from offline.fsutil import sha256_file
-from tests.fixtures.specs import SignedBundle, SpecFactory
+from tests.fixtures.specs import SignedBundle, SpecFactory, target_python
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "scripts" / "install-offline.sh"
@@ -36,7 +36,8 @@ def python_verify(bundle: Path, pub: Path, *extra: str) -> subprocess.CompletedP
 
 def bash_install(bundle: Path, pub: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
     cmd = ["bash", str(INSTALLER), str(bundle), "--pubkey", str(pub), "--prefix", str(prefix)]
-    return subprocess.run([*cmd, "--no-doctor"], capture_output=True, text=True)
+    cmd += ["--python", target_python(), "--no-doctor"]
+    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def assert_nothing_installed(prefix: Path) -> None:
