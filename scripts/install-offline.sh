@@ -99,7 +99,7 @@ if [[ -d $BUNDLE && -f $BUNDLE/manifest.json ]]; then
         STAGE=$INCOMING
     fi
 else
-    helper=$(find_helper)
+    helper=$(find_helper) || exit $?
     say "checking the volumes and unpacking $BUNDLE into $INCOMING"
     # Volume and member problems are reported by name; a full disk keeps what was unpacked.
     py "$helper" unpack "$BUNDLE" --dest "$INCOMING" || exit $?
@@ -134,8 +134,14 @@ rc=0
 py - "$STAGE" >"$WORK/expected.sha256" 2>"$WORK/manifest.err" <<'PY' || rc=$?
 import json, os, sys
 root = sys.argv[1]
-m = json.load(open(os.path.join(root, "manifest.json")))
-files = list(m["files"])
+try:
+    m = json.load(open(os.path.join(root, "manifest.json")))
+    files = list(m["files"])
+    for f in files + list(m.get("base_files") or []):
+        assert isinstance(f["path"], str) and len(f["sha256"]) == 64
+except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+    print(f"manifest.json is not a bundle manifest ({exc!r})", file=sys.stderr)
+    sys.exit(7)
 if m.get("kind") == "diff":
     base = m.get("base_files") or []
     if not any(os.path.exists(os.path.join(root, f["path"])) for f in base):
