@@ -1,10 +1,285 @@
-"""Doctor checks: the python group."""
+"""Doctor checks: the Python environments against the bundle's locks.
+
+Facts about an environment come from one subprocess of its own interpreter (standard library
+only), so the doctor works whatever is broken inside that environment.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
 from offline.doctor.context import Context
-from offline.doctor.model import Check
+from offline.doctor.model import Check, Result, passed, problem, skipped, warning
+
+# Packages that are not in a lock yet are expected in every env.
+_ALWAYS = {"pip", "setuptools", "wheel", "deepseek-offline"}
+_FACTS_TIMEOUT = 30.0
+_DEEP_TIMEOUT = 600.0  # --deep hashes every installed file
+
+_FACTS = r"""
+import base64, hashlib, json, sys
+from importlib import metadata
+deep = sys.argv[1] == "1"
+dists, bad = {}, {}
+for d in metadata.distributions():
+    name = (d.metadata["Name"] or "").lower().replace("_", "-").replace(".", "-")
+    if not name:
+        continue
+    dists[name] = d.version
+    if not deep:
+        continue
+    for f in d.files or []:
+        if not f.hash or f.hash.mode != "sha256":
+            continue
+        try:
+            digest = hashlib.sha256(f.locate().read_bytes()).digest()
+        except OSError:
+            bad.setdefault(name, []).append(str(f) + " (missing)")
+            continue
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != f.hash.value:
+            bad.setdefault(name, []).append(str(f))
+print(json.dumps({"version": "%d.%d.%d" % sys.version_info[:3], "prefix": sys.prefix,
+                  "base_prefix": sys.base_prefix, "dists": dists, "record_mismatches": bad}))
+"""
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+@dataclass
+class _Facts:
+    """Facts about one env's interpreter, gathered once and shared by its checks."""
+
+    python: str
+    environ: dict[str, str]
+    deep: bool
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _data: dict[str, Any] | None = None
+    _error: str | None = None
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            if self._data is None and self._error is None:
+                self._load()
+        if self._error is not None:
+            raise RuntimeError(self._error)
+        assert self._data is not None
+        return self._data
+
+    def _load(self) -> None:
+        cmd = [self.python, "-I", "-c", _FACTS, "1" if self.deep else "0"]
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=_DEEP_TIMEOUT if self.deep else _FACTS_TIMEOUT,
+                env=self.environ,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self._error = f"{self.python} could not run: {exc}"
+            return
+        if proc.returncode != 0:
+            self._error = f"{self.python} failed: {proc.stderr.strip().splitlines()[-1:]}"
+            return
+        self._data = json.loads(proc.stdout)
+
+
+def _locked(context: Context, env: str) -> dict[str, str]:
+    for entry in (context.manifest or {}).get("envs", []):
+        if entry.get("name") == env:
+            return {_canonical(p["name"]): p["version"] for p in entry.get("packages", [])}
+    return {}
+
+
+def _env_pythons(context: Context) -> dict[str, str]:
+    """env name -> interpreter: the install prefix's venvs, else this doctor's own env."""
+    names = [
+        e["name"] for e in (context.manifest or {}).get("envs", []) if e["name"] != "bootstrap"
+    ]
+    prefix = context.bundle.resolve().parent if context.bundle else None
+    found = {
+        n: str(prefix / "envs" / n / "bin" / "python")
+        for n in names
+        if prefix and (prefix / "envs" / n / "bin" / "python").exists()
+    }
+    if not found:
+        found = {names[0] if names else "current": context.python}
+    return found
+
+
+def _version(context: Context, facts: _Facts) -> Result:
+    have = facts.get()["version"]
+    want = context.target_python
+    if want is None:
+        return passed(f"Python {have}", version=have)
+    if have.startswith(want + "."):
+        return passed(f"Python {have} matches the bundle's target {want}", version=have)
+    return problem(
+        f"{facts.python} is Python {have}; the bundle is built for {want}",
+        f"install with --python /path/to/python{want}, or rebuild the bundle for {have}",
+        version=have,
+    )
+
+
+def _venv(context: Context, facts: _Facts) -> Result:
+    data = facts.get()
+    if data["prefix"] != data["base_prefix"]:
+        return passed(f"virtual environment {data['prefix']}", prefix=data["prefix"])
+    return problem(
+        f"{facts.python} is the system interpreter, not a virtual environment",
+        "use the venv install-offline.sh made: source PREFIX/envs/toolkit/bin/activate",
+        prefix=data["prefix"],
+    )
+
+
+def _pip_index(context: Context, facts: _Facts) -> Result:
+    cmd = [facts.python, "-m", "pip", "config", "list"]
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=15, env=facts.environ
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return skipped(f"pip config could not be read: {exc}")
+    remote = [
+        line
+        for line in out.splitlines()
+        if ("index-url" in line or "find-links" in line) and "file://" not in line
+    ]
+    remote += [
+        f"{k}={v}"
+        for k, v in facts.environ.items()
+        if k in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL") and not v.startswith("file://")
+    ]
+    if not any("index-url" in line for line in out.splitlines()) and not remote:
+        return problem(
+            "pip has no index configured, so it falls back to the public index",
+            "source PREFIX/etc/offline.env (PIP_CONFIG_FILE names the bundle's local index)",
+        )
+    if remote:
+        return problem(
+            "pip is configured with a remote index: " + "; ".join(remote),
+            "remove it; the bundle's simple/ (file://) is the only index on this host",
+            remote=remote,
+        )
+    return passed("pip uses only the bundle's local index", config=out.strip().splitlines())
+
+
+def _package(name: str, version: str, facts: _Facts, env: str) -> Callable[[Context], Result]:
+    def run(context: Context) -> Result:
+        have = facts.get()["dists"].get(name)
+        if have == version:
+            return passed(f"{name} {version}")
+        fix = f"reinstall the env from the bundle: install-offline.sh BUNDLE --env {env} ..."
+        if have is None:
+            return problem(f"{name} {version} is locked but not installed", fix, locked=version)
+        return problem(
+            f"{name} {have} is installed; the lock says {version}", fix, locked=version, have=have
+        )
+
+    return run
+
+
+def _extras(locked: dict[str, str], facts: _Facts) -> Callable[[Context], Result]:
+    def run(context: Context) -> Result:
+        extra = sorted(set(facts.get()["dists"]) - set(locked) - _ALWAYS)
+        if not extra:
+            return passed("no packages outside the locks")
+        return warning(
+            f"{len(extra)} installed packages are in no lock: {', '.join(extra[:20])}",
+            f"uninstall what the bundle does not carry: {facts.python} -m pip uninstall "
+            + " ".join(extra[:20]),
+            packages=extra,
+        )
+
+    return run
+
+
+def _records(context: Context, facts: _Facts) -> Result:
+    if not context.deep:
+        return skipped("installed files are hashed only with --deep")
+    bad = facts.get()["record_mismatches"]
+    if not bad:
+        return passed("every installed file matches its RECORD hash")
+    names = ", ".join(sorted(bad))
+    return problem(
+        f"installed files changed since install in: {names}",
+        "reinstall those packages from the bundle (install-offline.sh re-run)",
+        changed={k: v[:10] for k, v in bad.items()},
+    )
+
+
+def _bind(fn: Callable[[Context, _Facts], Result], facts: _Facts) -> Callable[[Context], Result]:
+    return lambda context: fn(context, facts)
 
 
 def checks(context: Context) -> list[Check]:
-    return []
+    found: list[Check] = []
+    for env, python in _env_pythons(context).items():
+        facts = _Facts(python, dict(context.environ), context.deep)
+        p = f"py.{env}"
+        wait = _DEEP_TIMEOUT + 10 if context.deep else _FACTS_TIMEOUT + 10
+        found += [
+            Check(
+                f"{p}.version",
+                "python",
+                f"{env}: Python version",
+                _bind(_version, facts),
+                "critical",
+                wait,
+            ),
+            Check(
+                f"{p}.venv",
+                "python",
+                f"{env}: a virtual environment",
+                _bind(_venv, facts),
+                "warning",
+                wait,
+            ),
+            Check(
+                f"{p}.pip-index",
+                "python",
+                f"{env}: pip's index",
+                _bind(_pip_index, facts),
+                "warning",
+                20,
+            ),
+            Check(
+                f"{p}.record",
+                "python",
+                f"{env}: RECORD hashes (--deep)",
+                _bind(_records, facts),
+                "critical",
+                wait,
+            ),
+        ]
+        locked = _locked(context, env)
+        for name, version in sorted(locked.items()):
+            found.append(
+                Check(
+                    f"{p}.pkg.{name}",
+                    "python",
+                    f"{env}: {name}=={version}",
+                    _package(name, version, facts, env),
+                    "critical",
+                    wait,
+                )
+            )
+        if locked:
+            found.append(
+                Check(
+                    f"{p}.extra-packages",
+                    "python",
+                    f"{env}: packages in no lock",
+                    _extras(locked, facts),
+                    "warning",
+                    wait,
+                )
+            )
+    return found
