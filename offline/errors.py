@@ -7,7 +7,8 @@ OfflineError                      exit 1   base class; message says what, where,
 ├── NetworkError                  exit 6   a remote (index, registry, hub) could not be reached
 ├── IntegrityError                exit 7   a hash, signature or archive check failed
 ├── ResourceError                 exit 8   disk full, permission denied
-└── ToolError                     exit 9   an external tool (uv, skopeo) is missing or failed
+├── ToolError                     exit 9   an external tool (uv, skopeo) is missing or failed
+└── DoctorError                   exit 2   deepseek-doctor itself could not run (bad options)
 
 Usage errors (bad command-line syntax) exit 2; an unexpected crash exits 70.
 """
@@ -57,6 +58,10 @@ class ToolError(OfflineError):
     exit_code = 9
 
 
+class DoctorError(OfflineError):
+    exit_code = 2
+
+
 USAGE_EXIT = 2
 INTERNAL_EXIT = 70
 
@@ -64,6 +69,7 @@ __all__ = [
     "INTERNAL_EXIT",
     "USAGE_EXIT",
     "ConfigError",
+    "DoctorError",
     "IntegrityError",
     "NetworkError",
     "NotFoundError",

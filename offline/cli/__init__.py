@@ -14,6 +14,7 @@ from offline.errors import INTERNAL_EXIT, OfflineError
 # name -> module holding a Typer ``app``. One line per capability; issues add theirs here.
 GROUPS: dict[str, str] = {
     "bundle": "offline.cli.bundle",
+    "doctor": "offline.cli.doctor",
     "images": "offline.cli.images",
     "mirror": "offline.cli.mirror",
 }

@@ -139,6 +139,15 @@ def _venv(context: Context, facts: _Facts) -> Result:
     )
 
 
+def _remote(value: str) -> bool:
+    return any(u.startswith(("http://", "https://")) for u in value.replace("'", " ").split())
+
+
+def _is_remote_setting(line: str) -> bool:
+    key = line.split("=", 1)[0]
+    return key.endswith(("index-url", "find-links")) and _remote(line.split("=", 1)[-1])
+
+
 def _pip_index(context: Context, facts: _Facts) -> Result:
     cmd = [facts.python, "-m", "pip", "config", "list"]
     try:
@@ -147,15 +156,11 @@ def _pip_index(context: Context, facts: _Facts) -> Result:
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         return skipped(f"pip config could not be read: {exc}")
-    remote = [
-        line
-        for line in out.splitlines()
-        if ("index-url" in line or "find-links" in line) and "file://" not in line
-    ]
+    remote = [line for line in out.splitlines() if _is_remote_setting(line)]
     remote += [
         f"{k}={v}"
         for k, v in facts.environ.items()
-        if k in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL") and not v.startswith("file://")
+        if k in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS") and _remote(v)
     ]
     if not any("index-url" in line for line in out.splitlines()) and not remote:
         return problem(
