@@ -128,12 +128,16 @@ def test_lock_against_installed_packages(tmp_path: Path) -> None:
 # --- bundle: against a real install ------------------------------------------------------------
 
 
-@pytest.fixture()
-def installed(signed_bundle: SignedBundle, tmp_path: Path) -> Path:
-    prefix = tmp_path / "opt"
-    done = bash_install(signed_bundle.path, signed_bundle.pub, prefix)
+def _install(bundle: SignedBundle, prefix: Path) -> Path:
+    done = bash_install(bundle.path, bundle.pub, prefix)
     assert done.returncode == 0, done.stderr
     return prefix
+
+
+@pytest.fixture(scope="module")
+def installed(signed_bundle: SignedBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One install for the read-only tests of this module."""
+    return _install(signed_bundle, tmp_path_factory.mktemp("doctor") / "opt")
 
 
 def test_bundle_checks_on_a_real_install(installed: Path) -> None:
@@ -157,8 +161,8 @@ def test_remote_pip_settings_are_told_apart_from_local_ones() -> None:
     assert not _is_remote_setting("global.timeout='https://not-an-index'")
 
 
-def test_bundle_tampered_after_install(installed: Path, signed_bundle: SignedBundle) -> None:
-    bundle = installed / "bundle"
+def test_bundle_tampered_after_install(signed_bundle: SignedBundle, tmp_path: Path) -> None:
+    bundle = _install(signed_bundle, tmp_path / "opt") / "bundle"
     wheel = bundle / "wheels" / "beta-2.0-py3-none-any.whl"
     stat = wheel.stat()
     flip_byte(wheel)  # same size; put the old mtime back: only --deep can tell
