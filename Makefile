@@ -46,6 +46,8 @@ bundle: install $(KEY)
 
 bench: install
 	$(BIN)/python benchmarks/bundle_bench.py
+	@if [ -f $(DEMO_PREFIX)/bundle/manifest.json ]; then $(BIN)/python benchmarks/doctor_bench.py \
+	    --bundle $(DEMO_PREFIX)/bundle; else echo "doctor bench: run make demo first (it installs the host)"; fi
 
 # The isolated side of the demo: install the bundle into a fresh prefix inside a network
 # namespace with no route out (root needed for that; otherwise it says so and installs anyway).
