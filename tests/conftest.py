@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.registry", "tests.fixtures.pyindex", "tests.fixtures.specs"]
+pytest_plugins = [
+    "tests.fixtures.registry",
+    "tests.fixtures.pyindex",
+    "tests.fixtures.specs",
+    "tests.fixtures.netns",
+]
