@@ -38,8 +38,8 @@ def test_version() -> None:
 
 def test_console_scripts_exist() -> None:
     assert (BIN / "offline").is_file()
-    doctor = subprocess.run([BIN / "deepseek-doctor"], capture_output=True, text=True)
-    assert doctor.returncode == 2 and "deepseek-doctor" in doctor.stderr
+    doctor = subprocess.run([BIN / "deepseek-doctor", "--list"], capture_output=True, text=True)
+    assert doctor.returncode == 0 and "sys.arch" in doctor.stdout
 
 
 def test_bad_spec_exits_3_with_every_unknown_key(tmp_path: Path) -> None:
