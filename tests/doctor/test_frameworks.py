@@ -215,7 +215,9 @@ def test_jit_ops_without_ninja_on_path_point_at_the_env(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_deepspeed_and_tvm_probes_pass_in_this_venv() -> None:
-    found = run(Context.create(), "fw.deepspeed", "fw.tvm")
+    # As in an activated env: its bin/ (where pip put ninja) comes first on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    found = run(Context.create(environ={**os.environ, "PATH": path}), "fw.deepspeed", "fw.tvm")
     assert {i: f.status for i, f in found.items()} == {"fw.deepspeed": "pass", "fw.tvm": "pass"}
     ds = found["fw.deepspeed"].evidence
     assert ds["accelerator"] == "cpu"
