@@ -27,7 +27,6 @@ the context's ``PATH``) and the files that restore them at boot: ``/etc/nftables
 
 from __future__ import annotations
 
-import errno
 import glob
 import importlib.util
 import ipaddress
@@ -37,15 +36,22 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from offline.doctor.context import Context
 from offline.doctor.model import Check, Result, passed, problem, skipped
+from offline.firewall.probes import (
+    Probe,
+    ask,
+    at_once,
+    connect,
+    parse_endpoint,
+    probe_all,
+    resolve,
+    shown,
+)
 
 NAMES_VAR = "DEEPSEEK_DOCTOR_PROBE_NAMES"
 V4_VAR = "DEEPSEEK_DOCTOR_PROBE_V4"
@@ -86,26 +92,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class Probe:
-    """What one probe saw; ``reached`` means the target answered."""
-
-    target: str
-    outcome: str
-    reached: bool
-    seconds: float
-    addresses: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "target": self.target,
-            "outcome": self.outcome,
-            "reached": self.reached,
-            "seconds": round(self.seconds, 3),
-        }
-        return shown | ({"addresses": list(self.addresses)} if self.addresses else {})
-
-
 def checks(context: Context) -> list[Check]:
     def check(name: str, title: str, run: Callable[[Context], Result], warn: bool = False) -> Check:
         return Check(f"net.{name}", "network", title, run, "warning" if warn else "critical", 5.0)
@@ -140,24 +126,6 @@ def probe_timeout(environ: Mapping[str, str]) -> float:
     return seconds
 
 
-def parse_endpoint(text: str, version: int, port: int = 443) -> tuple[str, int]:
-    """``addr:port``, ``[addr]:port`` or a bare address, checked to be of IP ``version``."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    try:
-        address = ipaddress.ip_address(host)
-        number = int(port_text) if port_text else port
-    except ValueError:
-        address, number = None, 0
-    if address is None or address.version != version or not 0 < number < 65536:
-        raise ValueError(f"{text!r} is not an IPv{version} address with an optional port")
-    return str(address), number
-
-
 def _endpoints(environ: Mapping[str, str], var: str, version: int) -> list[tuple[str, int]]:
     try:
         return [parse_endpoint(item, version) for item in _listed(environ, var)]
@@ -165,143 +133,7 @@ def _endpoints(environ: Mapping[str, str], var: str, version: int) -> list[tuple
         raise ValueError(f"{var}: {exc}") from None
 
 
-def _shown(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # Running probes
-
-
-def at_once(
-    work: Callable[[T], R], items: Sequence[T], deadline: float, late: Callable[[T], R]
-) -> list[R]:
-    """``work`` on every item in its own thread; an item not done after ``deadline`` s is ``late``.
-
-    Threads are daemons: one stuck in a blocking call (getaddrinfo) is left behind.
-    """
-    results: dict[int, R | Exception] = {}
-
-    def run(i: int, item: T) -> None:
-        try:
-            results[i] = work(item)
-        except Exception as exc:  # re-raised below, in the check's own thread
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, x), daemon=True) for i, x in enumerate(items)]
-    for thread in threads:
-        thread.start()
-    end = time.monotonic() + deadline
-    for thread in threads:
-        thread.join(max(0.0, end - time.monotonic()))
-    return [_unwrap(results.get(i), item, late) for i, item in enumerate(items)]
-
-
-def _unwrap(result: R | Exception | None, item: T, late: Callable[[T], R]) -> R:
-    if isinstance(result, Exception):
-        raise result
-    return late(item) if result is None else result
-
-
-def _failure(exc: OSError) -> str:
-    if isinstance(exc, socket.gaierror):
-        return _GAI_ERRORS.get(exc.errno, str(exc))
-    if exc.errno is not None:
-        return errno.errorcode.get(exc.errno, str(exc))
-    return str(exc) or type(exc).__name__
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def connect(endpoint: tuple[str, int], timeout: float) -> Probe:
-    """One TCP connect; anything but a completed handshake counts as blocked."""
-    host, port = endpoint
-    started = time.monotonic()
-    try:
-        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect((host, port))
-        outcome, reached = "connected", True
-    except TimeoutError:
-        outcome, reached = "timeout", False
-    except OSError as exc:
-        outcome, reached = _failure(exc), False
-    return Probe(_shown(host, port), outcome, reached, time.monotonic() - started)
-
-
-def dns_query(name: str, ident: int) -> bytes:
-    """A minimal DNS query: one question, type A, class IN, recursion desired."""
-    labels = b"".join(
-        bytes([len(part)]) + part for part in name.rstrip(".").encode("idna").split(b".")
-    )
-    return struct.pack("!6H", ident, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!2H", 1, 1)
-
-
-def is_dns_reply(data: bytes, ident: int) -> bool:
-    if len(data) < 12:
-        return False
-    got, flags = struct.unpack("!2H", data[:4])
-    return bool(got == ident and flags & 0x8000)
-
-
-def ask(resolver: str, name: str, timeout: float) -> Probe:
-    """One DNS query over UDP port 53; any reply means the resolver was reached."""
-    ident = int.from_bytes(os.urandom(2), "big")
-    started = time.monotonic()
-    try:
-        with socket.socket(_family(resolver), socket.SOCK_DGRAM) as sock:
-            sock.connect((resolver, 53))
-            sock.send(dns_query(name, ident))
-            _await_reply(sock, ident, started + timeout)
-        outcome, reached = "answered", True
-    except TimeoutError:
-        outcome, reached = "timeout", False
-    except OSError as exc:
-        outcome, reached = _failure(exc), False
-    return Probe(_shown(resolver, 53), outcome, reached, time.monotonic() - started)
-
-
-def _await_reply(sock: socket.socket, ident: int, end: float) -> None:
-    while (left := end - time.monotonic()) > 0:
-        sock.settimeout(left)
-        if is_dns_reply(sock.recv(4096), ident):
-            return
-    raise TimeoutError
-
-
-def resolve(name: str) -> Probe:
-    """Resolve ``name`` the way programs do (getaddrinfo: /etc/hosts, then resolv.conf).
-
-    A name that resolves only to loopback or unspecified addresses is sinkholed, not reached.
-    """
-    started = time.monotonic()
-    try:
-        infos = socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        outcome = _failure(exc) if isinstance(exc, OSError) else str(exc)
-        return Probe(name, outcome, False, time.monotonic() - started)
-    addresses = tuple(sorted({str(info[4][0]) for info in infos}))
-    reached = not all(_sinkhole(a) for a in addresses)
-    outcome = "resolved" if reached else "sinkholed"
-    return Probe(name, outcome, reached, time.monotonic() - started, addresses)
-
-
-def _sinkhole(address: str) -> bool:
-    """An answer that leads nowhere: a name blocked in /etc/hosts as 0.0.0.0 or 127.0.0.1."""
-    ip = ipaddress.ip_address(address.partition("%")[0])
-    return ip.is_loopback or ip.is_unspecified
-
-
-def probe_all(
-    work: Callable[[T], Probe], items: Sequence[T], timeout: float, label: Callable[[T], str]
-) -> list[Probe]:
-    """Every probe at once; one still running shortly after ``timeout`` counts as timed out."""
-
-    def late(item: T) -> Probe:
-        return Probe(label(item), "timeout", False, timeout)
-
-    return at_once(work, items, timeout + 0.25, late)
 
 
 # Probe checks
@@ -359,7 +191,7 @@ def _dns_blocked(context: Context) -> Result:
 def _tcp_blocked(context: Context, var: str, version: int) -> Result:
     timeout = probe_timeout(context.environ)
     targets = _endpoints(context.environ, var, version)
-    probes = probe_all(lambda t: connect(t, timeout), targets, timeout, lambda t: _shown(*t))
+    probes = probe_all(lambda t: connect(t, timeout), targets, timeout, lambda t: shown(*t))
     return _verdict(probes, f"IPv{version} TCP targets", _firewall_fix())
 
 
@@ -382,7 +214,7 @@ def _udp53_blocked(context: Context) -> Result:
     timeout = probe_timeout(context.environ)
     name = _listed(context.environ, NAMES_VAR)[0]
     resolvers = _resolvers(context.environ)
-    probes = probe_all(lambda r: ask(r, name, timeout), resolvers, timeout, lambda r: _shown(r, 53))
+    probes = probe_all(lambda r: ask(r, name, timeout), resolvers, timeout, lambda r: shown(r, 53))
     return _verdict(probes, "public DNS resolvers over UDP 53", _firewall_fix(), query=name)
 
 
