@@ -15,6 +15,7 @@ from offline.errors import INTERNAL_EXIT, OfflineError
 GROUPS: dict[str, str] = {
     "bundle": "offline.cli.bundle",
     "doctor": "offline.cli.doctor",
+    "firewall": "offline.cli.firewall",
     "images": "offline.cli.images",
     "mirror": "offline.cli.mirror",
 }

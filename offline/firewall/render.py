@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from offline.firewall.policy import LOG_PREFIX, LOG_RATE, TABLE, Address, Network, Policy
+from offline.firewall.policy import (
+    CHAIN_PREFIX,
+    LOG_PREFIX,
+    LOG_RATE,
+    TABLE,
+    Address,
+    Network,
+    Policy,
+)
 
 OUTPUT_CHAIN, FORWARD_CHAIN = "DSO-OUTPUT", "DSO-FORWARD"
 DROP_COMMENT = "deepseek-offline: {hook} drop"
@@ -53,7 +61,7 @@ def nft_script(policy: Policy) -> str:
     body = "\n".join(f"\t{line}" for line in nft_table_body(policy))
     return (
         "#!/usr/sbin/nft -f\n"
-        "# deepseek-offline egress policy, written by `offline firewall`: change the policy, not this\n"
+        "# deepseek-offline egress policy from `offline firewall`: change the policy, not this\n"
         f"table inet {TABLE}\n"
         f"delete table inet {TABLE}\n"
         f"table inet {TABLE} {{\n{body}\n}}\n"
@@ -123,6 +131,9 @@ def iptables_rules(policy: Policy, version: int, chains: Iterable[str]) -> str:
         )
         lines.append(f'-A {name} -m comment --comment "{DROP_COMMENT.format(hook=hook)}" -j DROP')
     lines += [f"-I {parent} 1 -j {name}" for parent, name in jumps(policy, present)]
+    stale = {c for c in present if c.startswith(CHAIN_PREFIX) and c not in names}
+    unlink = [link for link in present if link.partition("->")[2] in stale]
+    lines += iptables_removal(sorted(unlink), sorted(stale)).splitlines()[1:-1]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
