@@ -134,7 +134,12 @@ def apply(
         keep_prior = prior is not None and backend.ours() is not None
         if not keep_prior:
             state.write("prior", _prior(backend))
-        backend.load(policy)
+        try:
+            backend.load(policy)
+        except Exception:
+            if not keep_prior:  # nothing changed: the next apply saves the prior state afresh
+                state.remove("prior")
+            raise
         ruleset = backend.ours() or ""
         state.write(
             "applied",
@@ -145,6 +150,7 @@ def apply(
                 "applied_at": _now(),
             },
         )
+        state.remove("rolled_back")
         result = Applied(backend.name, policy, ruleset, not keep_prior, notes=list(policy.notes))
         state.remove("pending")
         if confirm_timeout:

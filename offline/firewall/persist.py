@@ -13,6 +13,7 @@ rules), since any of them can undo or bypass ours.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ def _boot_service_enabled(root: Path, backend: Backend | None) -> bool:
 
 
 def _enabled(root: Path, unit: str) -> bool:
-    return any((root / _WANTS).glob(f"*.wants/{unit}"))
+    wants = (root / _WANTS).glob("*.wants")
+    return any(os.path.lexists(directory / unit) for directory in wants)
 
 
 # status
