@@ -23,7 +23,7 @@ from tests.fixtures.fwnet import CTR_V4, LAN_SERVICE, LAN_V4, LAN_V6, PUBLIC, Si
 from tests.fixtures.netns import Namespace
 
 pytestmark = [
-    pytest.mark.network,
+    pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and netfilter need root"),
 ]
 BACKENDS = ["nft", "iptables"]
@@ -277,3 +277,19 @@ def test_iptables_undoes_ipv4_when_ipv6_fails(net: Site, tmp_path: Path) -> None
     assert failed.returncode == 9 and "boom" in failed.stderr
     assert ruleset(app) == baseline
     assert connects(app, PUBLIC[0], 443)
+
+
+def _doctor_network(ns: Namespace) -> dict[str, str]:
+    argv = [sys.executable, "-m", "offline", "doctor", "--only", "network", "--json"]
+    report = json.loads(ns.run(argv, timeout=60).stdout)
+    return {c["id"]: c["status"] for c in report["checks"]}
+
+
+def test_the_doctor_agrees_with_verify_before_and_after(net: Site, tmp_path: Path) -> None:
+    app = net.appliance
+    probes = ("net.tcp4-blocked", "net.tcp6-blocked", "net.udp53-blocked", "net.dns-blocked")
+    before = _doctor_network(app)
+    assert all(before[check] == "fail" for check in probes), before
+    ok(fw(app, tmp_path, "apply", *LAN_POLICY))
+    after = _doctor_network(app)
+    assert all(after[check] == "pass" for check in probes), after

@@ -28,7 +28,6 @@ the context's ``PATH``) and the files that restore them at boot: ``/etc/nftables
 from __future__ import annotations
 
 import glob
-import importlib.util
 import ipaddress
 import os
 import re
@@ -79,13 +78,9 @@ _LAN = tuple(
 _RTF_UP, _RTF_REJECT = 0x0001, 0x0200
 _GAI_ERRORS = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
 _TOOL_TIMEOUT = 2.0
-_NFT_FIX = (
-    f"nft add table inet {TABLE}",
-    f"nft add chain inet {TABLE} output '{{ type filter hook output priority 0; policy drop; }}'",
-    f"nft add rule inet {TABLE} output oifname lo accept",
-    f"nft add rule inet {TABLE} output ct state established,related accept",
-    f"nft list table inet {TABLE} >> /etc/nftables.conf",
-    "systemctl enable nftables",
+FIREWALL_FIX = (
+    "offline firewall apply --allow <LAN CIDR> [--allow-dns <LAN resolver>] "
+    "&& offline firewall verify && offline firewall persist"
 )
 
 T = TypeVar("T")
@@ -139,12 +134,6 @@ def _endpoints(environ: Mapping[str, str], var: str, version: int) -> list[tuple
 # Probe checks
 
 
-def _firewall_fix() -> str:
-    if importlib.util.find_spec("offline.firewall") is not None:
-        return "offline firewall apply"
-    return " && ".join(_NFT_FIX)
-
-
 def _target(probe: Probe) -> str:
     return probe.target
 
@@ -184,7 +173,7 @@ def _dns_blocked(context: Context) -> Result:
     timeout = probe_timeout(context.environ)
     probes = probe_all(resolve, _listed(context.environ, NAMES_VAR), timeout, str)
     servers = nameservers(_read(Path("/etc/resolv.conf")))
-    fix = f"{_firewall_fix()}; and list only LAN resolvers (or none) in /etc/resolv.conf"
+    fix = f"{FIREWALL_FIX}; and list only LAN resolvers (or none) in /etc/resolv.conf"
     return _verdict(probes, "public DNS names", fix, _resolved, resolv_conf_nameservers=servers)
 
 
@@ -192,7 +181,7 @@ def _tcp_blocked(context: Context, var: str, version: int) -> Result:
     timeout = probe_timeout(context.environ)
     targets = _endpoints(context.environ, var, version)
     probes = probe_all(lambda t: connect(t, timeout), targets, timeout, lambda t: shown(*t))
-    return _verdict(probes, f"IPv{version} TCP targets", _firewall_fix())
+    return _verdict(probes, f"IPv{version} TCP targets", FIREWALL_FIX)
 
 
 def _tcp4_blocked(context: Context) -> Result:
@@ -215,7 +204,7 @@ def _udp53_blocked(context: Context) -> Result:
     name = _listed(context.environ, NAMES_VAR)[0]
     resolvers = _resolvers(context.environ)
     probes = probe_all(lambda r: ask(r, name, timeout), resolvers, timeout, lambda r: shown(r, 53))
-    return _verdict(probes, "public DNS resolvers over UDP 53", _firewall_fix(), query=name)
+    return _verdict(probes, "public DNS resolvers over UDP 53", FIREWALL_FIX, query=name)
 
 
 # Default route
@@ -352,7 +341,7 @@ def firewall_result(active: dict[str, str], persisted: dict[str, str], errors: l
         gaps.append("no egress block restored at boot for " + " and ".join(missing))
     if not gaps:
         return passed("egress is blocked for IPv4 and IPv6 and restored at boot", **evidence)
-    return problem("; ".join(gaps), _firewall_fix(), **evidence)
+    return problem("; ".join(gaps), FIREWALL_FIX, **evidence)
 
 
 _TOOLS = (("nft", "list", "ruleset"), ("iptables-save",), ("ip6tables-save",))
