@@ -43,8 +43,13 @@ def _files(bundle: Path) -> dict[str, bytes]:
 
 
 def test_applied_diff_equals_the_full_bundle(
-    make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
+    make_spec: SpecFactory,
+    tmp_path: Path,
+    signing_key: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Reproducible builds: v2 and the diff are built seconds apart but must carry the same SBOM.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     v1, v2, diff = _bundles(make_spec, tmp_path, signing_key[0])
     assert not (diff / "wheels" / "alpha-1.0-py3-none-any.whl").exists()  # unchanged: not carried
     base = tmp_path / "installed"
