@@ -293,3 +293,16 @@ def test_the_doctor_agrees_with_verify_before_and_after(net: Site, tmp_path: Pat
     ok(fw(app, tmp_path, "apply", *LAN_POLICY))
     after = _doctor_network(app)
     assert all(after[check] == "pass" for check in probes), after
+
+
+def test_status_names_legacy_and_nft_iptables_mixed(net: Site, tmp_path: Path) -> None:
+    app = net.appliance
+    ok(fw(app, tmp_path, "apply", *LAN_POLICY, "--backend", "iptables"))
+    clean = json.loads(fw(app, tmp_path, "status", "--json", "--root", str(tmp_path)).stdout)
+    assert not any("legacy" in m for m in clean["managers"])
+    legacy = ["iptables-legacy", "-A", "OUTPUT", "-d", "192.168.50.97", "-j", "DROP"]
+    assert app.run(legacy).returncode == 0
+    mixed = fw(app, tmp_path, "status", "--json", "--root", str(tmp_path))
+    found = json.loads(mixed.stdout)
+    assert mixed.returncode == 1
+    assert any("iptables-legacy and iptables-nft both hold rules" in p for p in found["problems"])
