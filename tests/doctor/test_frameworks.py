@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +100,137 @@ def test_the_doctor_process_never_imports_the_frameworks(tmp_path: Path) -> None
     )  # fmt: skip
     report = json.loads(done.stdout.splitlines()[-1])
     assert report == {"status": {"fw.dvc": "pass", "fw.torch": "fail"}, "imported": []}
+
+
+def logs(log: Path, tag: str, *lines: str) -> str:
+    """Source that appends ``tag pid`` to ``log`` when imported, then runs ``lines``."""
+    record = f"open({str(log)!r}, 'a').write(f'{tag} {{os.getpid()}}\\n')"
+    return "\n".join(["import os", record, *lines]) + "\n"
+
+
+def logged(log: Path) -> list[tuple[str, int]]:
+    return [(tag, int(pid)) for tag, pid in (line.split() for line in log.read_text().splitlines())]
+
+
+def after_torch(name: str, **changes: Any) -> fw.Framework:
+    """A framework probed like deepspeed and tvm are: forked from the torch host."""
+    item = fw.Framework(name, name, "train", 15.0, fw.judge_import, fw._IMPORT_BODY)
+    return replace(item, after_torch=True, **changes)
+
+
+def run_hosted(context: Context, *items: fw.Framework) -> dict[str, Finding]:
+    host = fw.torch_host(context)
+    found = run_checks([fw.check_for(item, context, host) for item in items], context)
+    return {f.id: f for f in found}
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_probes_after_torch_share_one_torch_import_in_processes_of_their_own(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    site = fake_site(
+        tmp_path / "site",
+        {
+            "torch": logs(log, "torch"),
+            "ds_like": logs(log, "ds_like", "import torch"),
+            "tvm_like": logs(log, "tvm_like", "import torch"),
+        },
+    )
+    items = [after_torch("torch"), after_torch("ds_like"), after_torch("tvm_like")]
+    found = run_hosted(with_path(site), *items)
+    assert {i: f.status for i, f in found.items()} == dict.fromkeys(found, "pass")
+    assert len(logged(log)) == 3  # torch imported once, in the host
+    pids = dict(logged(log))
+    assert len({pids["torch"], pids["ds_like"], pids["tvm_like"]}) == 3
+    assert gone(pids["torch"]), "the host exits once it is idle"
+
+
+def test_the_host_gives_framework_env_defaults_and_the_context_wins(tmp_path: Path) -> None:
+    both = "import os\n__version__ = os.environ['DOCTOR_T1'] + os.environ['DOCTOR_T2']\n"
+    site = fake_site(tmp_path, {"torch": "", "env_like": both})
+    context = Context.create(environ={**os.environ, "PYTHONPATH": str(site), "DOCTOR_T2": "-env"})
+    item = after_torch("env_like", env={"DOCTOR_T1": "default", "DOCTOR_T2": "-default"})
+    finding = run_hosted(context, item)["fw.env_like"]
+    assert finding.evidence["version"] == "default-env"
+
+
+def test_without_torch_in_the_host_each_probe_runs_alone_and_says_why(tmp_path: Path) -> None:
+    site = fake_site(
+        tmp_path, {"torch": f"raise ImportError({LIBTORCH_ERROR!r})\n", "ds_like": "import torch\n"}
+    )
+    found = run_hosted(with_path(site), after_torch("torch"), after_torch("ds_like"))
+    assert found["fw.torch"].message == f"import torch failed: ImportError: {LIBTORCH_ERROR}"
+    assert found["fw.ds_like"].message == f"import ds_like failed: ImportError: {LIBTORCH_ERROR}"
+    assert str(site / "torch" / "__init__.py") in found["fw.ds_like"].evidence["where"]
+
+
+def test_a_probe_that_crashes_in_the_host_costs_that_check_only(tmp_path: Path) -> None:
+    crash = "import os, sys, torch\nsys.stderr.write('Illegal instruction\\n')\nos._exit(132)\n"
+    site = fake_site(tmp_path, {"torch": "", "crashy": crash, "fine": "import torch\n"})
+    found = run_hosted(
+        with_path(site), after_torch("torch"), after_torch("crashy"), after_torch("fine")
+    )
+    assert found["fw.crashy"].status == "fail"
+    assert found["fw.crashy"].message == (
+        "the crashy probe exited with code 132 and no result: Illegal instruction"
+    )
+    assert found["fw.torch"].status == found["fw.fine"].status == "pass"
+
+
+def test_a_probe_that_hangs_in_the_host_is_killed_alone(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    site = fake_site(
+        tmp_path / "site",
+        {"torch": logs(log, "torch"), "hangs": logs(log, "hangs", "import time", "time.sleep(60)")},
+    )
+    started = time.monotonic()
+    found = run_hosted(with_path(site), after_torch("hangs", timeout=1.5), after_torch("torch"))
+    assert time.monotonic() - started < 5
+    assert found["fw.hangs"].status == "fail"
+    assert found["fw.hangs"].message == "importing hangs did not finish within 1.5 s"
+    assert found["fw.torch"].status == "pass"
+    pids = dict(logged(log))
+    assert gone(pids["hangs"], within=1.0)
+    assert gone(pids["torch"]), "the host exits once it is idle"
+
+
+def test_a_torch_import_that_hangs_in_the_host_fails_each_probe_at_its_timeout(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    hang = logs(log, "torch", "import time", "time.sleep(60)")
+    site = fake_site(tmp_path / "site", {"torch": hang, "ds_like": "import torch\n"})
+    started = time.monotonic()
+    found = run_hosted(
+        with_path(site), after_torch("torch", timeout=1.5), after_torch("ds_like", timeout=2.5)
+    )
+    assert time.monotonic() - started < 6
+    assert found["fw.torch"].message == "importing torch did not finish within 1.5 s"
+    assert found["fw.ds_like"].message == "importing ds_like did not finish within 2.5 s"
+    # The host, then the ds_like probe that ran alone in the time it had left.
+    assert [tag for tag, _ in logged(log)] == ["torch", "torch"]
+    assert all(gone(pid, within=1.0) for _, pid in logged(log))
+
+
+def test_only_the_selected_framework_checks_are_probed(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    site = fake_site(
+        tmp_path / "site",
+        {"torch": logs(log, "torch"), "deepspeed": logs(log, "deepspeed"), "tvm": logs(log, "tvm")},
+    )
+    run(with_path(site), "fw.torch")
+    assert [tag for tag, _ in logged(log)] == ["torch"]
 
 
 def test_a_hanging_import_fails_at_the_probe_timeout(tmp_path: Path) -> None:
@@ -213,6 +345,14 @@ def test_jit_ops_without_ninja_on_path_point_at_the_env(tmp_path: Path) -> None:
     assert result.fix == "put /opt/x/envs/toolkit/bin on PATH (activate the env)"
 
 
+def test_a_tvm_built_without_llvm_is_a_problem_with_a_fix() -> None:
+    data = {"version": "0.27", "target": '{"kind":"llvm"}', "llvm_enabled": False}
+    result = fw.judge_tvm(framework("tvm"), Context(), data)
+    assert result.status == "problem"
+    assert "built without LLVM" in result.message
+    assert result.fix is not None and "built with LLVM" in result.fix
+
+
 @pytest.mark.integration
 def test_deepspeed_and_tvm_probes_pass_in_this_venv() -> None:
     # As in an activated env: its bin/ (where pip put ninja) comes first on PATH.
@@ -225,3 +365,4 @@ def test_deepspeed_and_tvm_probes_pass_in_this_venv() -> None:
     assert ds["cxx"]
     assert ds["ninja"] or ds["ninja_beside_python"]
     assert "llvm" in found["fw.tvm"].evidence["target"]
+    assert found["fw.tvm"].evidence["llvm_enabled"] is True

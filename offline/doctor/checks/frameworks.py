@@ -4,6 +4,12 @@ Each framework is imported in a child process of ``context.python``, never in th
 broken or hanging install costs one check and nothing else. The child prints one marked JSON
 line on its real stdout; whatever the framework prints goes to stderr.
 
+torch, DeepSpeed and TVM (through tvm_ffi) all begin by importing torch, which costs most of
+their probes' CPU. Their children are forked from one host process of ``context.python`` that
+has imported torch once (``TorchHost``): each child then does what its own import would do,
+still in a process of its own with its own timeout. When torch does not import in the host,
+each of them runs alone, so a broken torch is reported exactly as without the host.
+
 A missing package is a failure when the bundle's locks carry it (torch also without a
 manifest) and a warning otherwise; an import that raises or hangs is always a failure.
 """
@@ -11,16 +17,20 @@ manifest) and a warning otherwise; an import that raises or hangs is always a fa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
+import queue
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +41,11 @@ from offline.doctor.model import Check, Result, passed, problem, skipped, warnin
 MARKER = "@@deepseek-doctor-probe@@ "
 
 # Runs in the checked interpreter; argv: MODULE DIST. Defines emit(), version() and body().
+# The probe lives for one import: the cyclic collector would only rescan torch's objects
+# (up to 0.4 s of CPU per probe) and frees nothing that matters before the exit.
 _PRELUDE = f"""\
+import gc
+gc.disable()
 import importlib, importlib.metadata, importlib.util, json, os, shutil, sys, traceback
 _out = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
@@ -63,6 +77,8 @@ try:
 except BaseException as exc:
     frames = traceback.extract_tb(exc.__traceback__)
     emit(error=last_line(exc), where=f"{frames[-1].filename}:{frames[-1].lineno}")
+# The record is out; tearing torch down at exit proves nothing and costs 0.3 to 0.5 s of CPU.
+os._exit(0)
 """
 
 _IMPORT_BODY = """
@@ -119,6 +135,7 @@ def body():
     emit(version=version(transformers), offline_mode=bool(is_offline_mode()))
 """
 
+# An llvm Target parses in any build; runtime.enabled says whether LLVM codegen is built in.
 _TVM_BODY = """
 def body():
     import tvm
@@ -126,7 +143,86 @@ def body():
         target, target_error = str(tvm.target.Target("llvm")), None
     except Exception as exc:
         target, target_error = None, last_line(exc)
-    emit(version=version(tvm), target=target, target_error=target_error)
+    try:
+        llvm = bool(tvm.runtime.enabled("llvm"))
+    except Exception:
+        llvm = None
+    emit(version=version(tvm), target=target, target_error=target_error, llvm_enabled=llvm)
+"""
+
+# The TorchHost's program, run in the checked interpreter; argv: IDLE (seconds). It imports
+# torch and says whether it could, then forks one child per request line on stdin and says each
+# child's pid and exit code; it exits at EOF or after IDLE seconds with nothing to do. A child
+# gets its own process group (set on both sides of the fork, so a kill can never miss it),
+# stdin from /dev/null, stdout and stderr into the request's files, the framework's env
+# defaults, and runs the probe script as `python -c` would. Nothing here initialises CUDA:
+# importing torch leaves that to first use, so forking after it is safe on GPU hosts too.
+_HOST = f"""\
+import gc
+gc.disable()
+import json, os, select, sys, time, traceback
+_out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+IDLE = float(sys.argv[1])
+
+def say(**data):
+    _out.write({MARKER!r} + json.dumps(data) + "\\n")
+    _out.flush()
+
+def child(request):
+    os.setpgid(0, 0)
+    os.close(_out.fileno())
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+    for key, value in request["env"].items():
+        os.environ.setdefault(key, value)
+    sys.argv = ["-c", *request["argv"]]
+    exec(compile(request["script"], "<string>", "exec"), {{"__name__": "__main__"}})
+
+def fork(request):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child(request)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(1)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    return pid
+
+try:
+    import torch
+except BaseException:
+    say(ready=False)
+    os._exit(0)
+say(ready=True)
+children, pending, reading, idle_since = {{}}, b"", True, time.monotonic()
+while reading or children:
+    if reading and select.select([0], [], [], 0.02)[0]:
+        chunk = os.read(0, 1 << 16)
+        reading, pending = bool(chunk), pending + chunk
+        *lines, pending = pending.split(b"\\n")
+        for line in lines:
+            request = json.loads(line)
+            pid = fork(request)
+            children[pid] = request["id"]
+            say(id=request["id"], pid=pid)
+    elif not reading:
+        time.sleep(0.02)
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            break
+        say(id=children.pop(pid), returncode=os.waitstatus_to_exitcode(status))
+    if children or pending:
+        idle_since = time.monotonic()
+    elif time.monotonic() - idle_since > IDLE:
+        break
+os._exit(0)
 """
 
 # DeepSpeed picks an accelerator by probing devices; without a choice in the environment, cpu.
@@ -159,6 +255,7 @@ class Framework:
     body: str
     env: Mapping[str, str] = field(default_factory=dict)  # defaults; context.environ wins
     core: bool = False  # expected even without a bundle manifest
+    after_torch: bool = False  # its import begins by importing torch: fork it from a TorchHost
 
 
 def canonical(name: str) -> str:
@@ -237,10 +334,157 @@ def run_probe(python: str, argv: list[str], env: Mapping[str, str], timeout: flo
     return Probe(parse(out), code, _tail(err), time.monotonic() - started)
 
 
-def probe_framework(framework: Framework, context: Context) -> Probe:
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+Replies = queue.SimpleQueue[Mapping[str, Any] | None]  # None: the host is gone
+
+
+@dataclass
+class TorchHost:
+    """A process of ``python`` that imports torch once and forks probes from there.
+
+    Started by the first probe, it exits when idle and is started again when needed. ``probe``
+    returns None where the host cannot serve (torch does not import in it, it could not start,
+    it went away before forking the child): the caller then runs the probe alone.
+    """
+
+    python: str
+    env: Mapping[str, str]
+    idle: float = 1.0  # seconds the host waits for another request once its children are done
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _proc: subprocess.Popen[str] | None = field(default=None, init=False, repr=False)
+    _replies: dict[int, Replies] = field(default_factory=dict, init=False, repr=False)
+    _ids: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
+    _no_torch: bool = field(default=False, init=False, repr=False)
+
+    def probe(self, framework: Framework, timeout: float) -> Probe | None:
+        """Fork ``framework``'s probe; kill it (or a host stuck importing torch) at ``timeout``."""
+        started = time.monotonic()
+        try:
+            with tempfile.TemporaryDirectory(prefix="deepseek-doctor-") as tmp:
+                return self._probe(framework, Path(tmp), started, started + timeout)
+        except OSError:
+            return None
+
+    def _probe(
+        self, framework: Framework, tmp: Path, started: float, deadline: float
+    ) -> Probe | None:
+        out, err = tmp / "stdout", tmp / "stderr"
+        request = {
+            "script": script(framework.body),
+            "argv": [framework.name, framework.dist],
+            "env": dict(framework.env),
+            "stdout": str(out),
+            "stderr": str(err),
+        }
+        sent = self._send(request)
+        if sent is None:
+            return None
+        proc, replies = sent
+        pid: int | None = None
+        while True:
+            try:
+                reply = replies.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                self._kill(proc, pid)
+                return Probe(None, None, _tail(_read(err)), time.monotonic() - started)
+            if reply is None:
+                self._kill(proc, pid)
+                return None
+            if "returncode" not in reply:
+                pid = int(reply["pid"])
+                continue
+            code = reply["returncode"]
+            return Probe(parse(_read(out)), code, _tail(_read(err)), time.monotonic() - started)
+
+    def _send(self, request: dict[str, Any]) -> tuple[subprocess.Popen[str], Replies] | None:
+        replies: Replies = queue.SimpleQueue()
+        with self._lock:
+            if self._no_torch:
+                return None
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None
+            request_id = next(self._ids)
+            self._replies[request_id] = replies
+            # A few KB; the pipe holds the requests that come while the host imports torch.
+            try:
+                proc.stdin.write(json.dumps({**request, "id": request_id}) + "\n")
+                proc.stdin.flush()
+            except OSError:  # it exited just now
+                return None
+        return proc, replies
+
+    def _start(self) -> None:
+        proc = subprocess.Popen(
+            [self.python, "-P", "-c", _HOST, str(self.idle)],
+            env=dict(self.env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        self._proc, self._replies = proc, {}
+        listen = threading.Thread(
+            target=self._listen, args=(proc, self._replies), daemon=True, name="torch-host"
+        )
+        listen.start()
+
+    def _listen(self, proc: subprocess.Popen[str], replies: dict[int, Replies]) -> None:
+        """Hand each reply to its request; when the host is gone, tell every request."""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            data = parse(line)
+            if data is None:
+                continue
+            with self._lock:
+                self._no_torch = self._no_torch or data.get("ready") is False
+                waiting = replies.get(data.get("id", -1))
+            if waiting is not None:
+                waiting.put(data)
+        proc.wait()
+        with self._lock:
+            for waiting in replies.values():
+                waiting.put(None)
+
+    def _kill(self, proc: subprocess.Popen[str], pid: int | None) -> None:
+        """Kill the child's group; without a child yet, the host: it is stuck importing torch."""
+        if pid is not None:
+            _kill_group(pid)
+        elif proc.poll() is None:
+            _kill_group(proc.pid)
+
+
+def torch_host(context: Context) -> TorchHost:
+    """The host for ``context``'s interpreter, in the environment every probe gets."""
+    return TorchHost(context.python, {**context.environ, **_PROBE_ENV})
+
+
+def probe_framework(framework: Framework, context: Context, host: TorchHost | None = None) -> Probe:
+    """Fork the probe from ``host`` where it can; otherwise (or then) run it alone."""
+    started = time.monotonic()
+    if host is not None and framework.after_torch:
+        served = host.probe(framework, framework.timeout)
+        if served is not None:
+            return served
     env = {**framework.env, **context.environ, **_PROBE_ENV}
     argv = [script(framework.body), framework.name, framework.dist]
-    return run_probe(context.python, argv, env, framework.timeout)
+    left = max(framework.timeout - (time.monotonic() - started), 0.0)
+    probe = run_probe(context.python, argv, env, left)
+    return replace(probe, seconds=time.monotonic() - started)
 
 
 def _no_record(framework: Framework, context: Context, probe: Probe) -> Result:
@@ -298,10 +542,10 @@ def _broken(framework: Framework, context: Context, data: Mapping[str, Any]) -> 
     )
 
 
-def run_framework(framework: Framework, context: Context) -> Result:
+def run_framework(framework: Framework, context: Context, host: TorchHost | None = None) -> Result:
     """Probe ``framework`` in a child of ``context.python`` and judge what it reports."""
     try:
-        probe = probe_framework(framework, context)
+        probe = probe_framework(framework, context, host)
     except OSError as exc:
         return _unrunnable(context, exc)
     data = probe.data
@@ -398,11 +642,18 @@ def judge_transformers(framework: Framework, context: Context, data: Mapping[str
 
 
 def judge_tvm(framework: Framework, context: Context, data: Mapping[str, Any]) -> Result:
+    fix = "install an apache-tvm wheel built with LLVM (the one in the bundle is); "
     if data.get("target_error") or not data.get("target"):
         return problem(
             f"tvm {data.get('version')} imports but cannot target llvm: {data.get('target_error')}",
-            "install an apache-tvm wheel built with LLVM (the one in the bundle is); "
-            + reinstall_fix(context),
+            fix + reinstall_fix(context),
+            **data,
+        )
+    if data.get("llvm_enabled") is False:
+        return problem(
+            f"tvm {data.get('version')} imports but was built without LLVM: it cannot compile "
+            "for CPU targets",
+            fix + reinstall_fix(context),
             **data,
         )
     return passed(f"tvm {data.get('version')} imports; llvm target ok", **data)
@@ -424,26 +675,38 @@ def _cross_compiler(context: Context) -> Result:
 
 
 FRAMEWORKS: tuple[Framework, ...] = (
-    Framework("torch", "torch", "train", 30.0, judge_torch, _TORCH_BODY, core=True),
-    Framework("deepspeed", "deepspeed", "train", 45.0, judge_deepspeed, _DEEPSPEED_BODY, _DS_ENV),
+    Framework(
+        "torch", "torch", "train", 30.0, judge_torch, _TORCH_BODY, core=True, after_torch=True
+    ),
+    Framework(
+        "deepspeed",
+        "deepspeed",
+        "train",
+        45.0,
+        judge_deepspeed,
+        _DEEPSPEED_BODY,
+        _DS_ENV,
+        after_torch=True,
+    ),
     Framework(
         "transformers", "transformers", "train", 30.0, judge_transformers, _TRANSFORMERS_BODY
     ),
-    Framework("tvm", "apache-tvm", "deploy", 30.0, judge_tvm, _TVM_BODY),
+    # tvm_ffi imports torch before anything else (when it can), as DeepSpeed does.
+    Framework("tvm", "apache-tvm", "deploy", 30.0, judge_tvm, _TVM_BODY, after_torch=True),
     Framework("fastapi", "fastapi", "serve", 15.0, judge_import, _IMPORT_BODY),
     Framework("uvicorn", "uvicorn", "serve", 15.0, judge_import, _IMPORT_BODY),
     Framework("dvc", "dvc", "data", 15.0, judge_import, _IMPORT_BODY),
 )
 
 
-def check_for(framework: Framework, context: Context) -> Check:
+def check_for(framework: Framework, context: Context, host: TorchHost | None = None) -> Check:
     """The ``fw.<name>`` check; its deadline sits a little past the probe's own timeout."""
     critical = expected(framework, context)
     return Check(
         id=f"fw.{framework.name}",
         group="frameworks",
         title=f"{framework.dist} imports and works",
-        run=partial(run_framework, framework),
+        run=partial(run_framework, framework, host=host),
         severity="critical" if critical else "warning",
         timeout=framework.timeout + 5.0,
     )
@@ -458,4 +721,5 @@ def checks(context: Context) -> list[Check]:
         severity="warning",
         timeout=5.0,
     )
-    return [check_for(f, context) for f in FRAMEWORKS] + [cross]
+    host = torch_host(context)
+    return [check_for(f, context, host) for f in FRAMEWORKS] + [cross]
