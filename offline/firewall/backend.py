@@ -27,7 +27,7 @@ TOOL_TIMEOUT = 20.0
 _COUNTED = re.compile(r'^\[(\d+):(\d+)\] -A (\S+) .*--comment "?deepseek-offline: (\w+) drop"?')
 _CHAIN = re.compile(r"^:(\S+) ")
 _JUMP = re.compile(r"^-A (\S+) -j (" + re.escape(CHAIN_PREFIX) + r"\S+)$")
-_COUNTERS = re.compile(r"\[\d+:\d+\]")
+COUNTERS = re.compile(r" ?\[\d+:\d+\]")  # iptables-save packet:byte counts
 
 
 def run_tool(argv: Sequence[str], stdin: str | None = None, check: bool = True) -> str:
@@ -138,7 +138,7 @@ class IptablesBackend:
         for version in (4, 6):
             mine = [ln for ln in self.filter_table(version).splitlines() if CHAIN_PREFIX in ln]
             if mine:
-                parts.append(f"# IPv{version}\n" + "\n".join(_COUNTERS.sub("", ln) for ln in mine))
+                parts.append(f"# IPv{version}\n" + "\n".join(COUNTERS.sub("", ln) for ln in mine))
         return "\n".join(parts) + "\n" if parts else None
 
     def saved(self) -> dict[str, Any]:
@@ -190,7 +190,7 @@ def links(save: str) -> set[str]:
     for line in (raw.strip() for raw in save.splitlines()):
         if match := _CHAIN.match(line):
             found.add(match.group(1))
-        elif match := _JUMP.match(_COUNTERS.sub("", line).strip()):
+        elif match := _JUMP.match(COUNTERS.sub("", line).strip()):
             found.add(f"{match.group(1)}->{match.group(2)}")
     return found
 
@@ -254,7 +254,7 @@ def legacy_rules(save: str) -> str:
     """An iptables-save dump without comments, counters, and tables that hold nothing."""
     tables: list[list[str]] = []
     for line in save.splitlines():
-        line = _COUNTERS.sub("", line).strip()
+        line = COUNTERS.sub("", line).strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("*"):

@@ -21,7 +21,7 @@ from typing import Any
 
 from offline.errors import NotFoundError
 from offline.firewall.apply import State, state_dir
-from offline.firewall.backend import Backend, have, run_tool
+from offline.firewall.backend import COUNTERS, Backend, have, run_tool
 from offline.firewall.policy import CHAIN_PREFIX, TABLE
 from offline.firewall.verify import live_backend
 from offline.fsutil import atomic_write_text
@@ -29,7 +29,6 @@ from offline.fsutil import atomic_write_text
 NFT_FILE = Path("etc/nftables.d/deepseek-offline.nft")
 NFT_CONF = Path("etc/nftables.conf")
 RULES = {4: Path("etc/iptables/rules.v4"), 6: Path("etc/iptables/rules.v6")}
-_COUNTERS = re.compile(r"\s*\[\d+:\d+\]")
 _WANTS = Path("etc/systemd/system")
 
 
@@ -80,7 +79,7 @@ def _persist_iptables(root: Path) -> Persisted:
     files = []
     for version, path in RULES.items():
         save = run_tool(["iptables-save" if version == 4 else "ip6tables-save"])
-        atomic_write_text(root / path, _COUNTERS.sub("", _uncommented(save)))
+        atomic_write_text(root / path, COUNTERS.sub("", _uncommented(save)))
         files.append(str(root / path))
     notes = []
     if not _enabled(root, "netfilter-persistent.service"):
@@ -177,7 +176,7 @@ def status(root: Path = Path("/"), state: Path | None = None) -> Status:
 def _same(a: str, b: str) -> bool:
     def canon(text: str) -> list[str]:
         return [
-            _COUNTERS.sub("", ln).strip()
+            COUNTERS.sub("", ln).strip()
             for ln in text.splitlines()
             if ln.strip() and not ln.startswith("#")
         ]
