@@ -14,10 +14,16 @@ from offline.errors import INTERNAL_EXIT, OfflineError
 # name -> module holding a Typer ``app``. One line per capability; issues add theirs here.
 GROUPS: dict[str, str] = {
     "bundle": "offline.cli.bundle",
+    "data": "offline.cli.data",
     "doctor": "offline.cli.doctor",
     "firewall": "offline.cli.firewall",
     "images": "offline.cli.images",
     "mirror": "offline.cli.mirror",
+}
+
+# Top-level commands that are not groups: name -> (module, function).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("offline.cli.data", "init_cmd"),
 }
 
 app = typer.Typer(
@@ -46,6 +52,8 @@ def _root(
 
 for _name, _module in GROUPS.items():
     app.add_typer(importlib.import_module(_module).app, name=_name)
+for _name, (_module, _func) in COMMANDS.items():
+    app.command(_name)(getattr(importlib.import_module(_module), _func))
 
 
 def report_error(exc: OfflineError) -> int:

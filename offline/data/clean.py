@@ -1,0 +1,376 @@
+"""The clean stage: stream each dataset through the step chain and keep a ledger of every decision.
+
+The runner owns what steps must not: it counts rows in/out per step, writes kept rows as zstd
+Parquet shards (``data/clean/<dataset>-00000.parquet``), writes every rejected row with the step
+and the reason (``data/rejected/<dataset>-00000.parquet``, the decision ledger), and writes
+``metrics/clean.json``. Outputs are built under temporary names and swapped in at the end, so a
+failed run leaves the previous outputs whole. Same input and params give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from offline.data import tabular
+from offline.data.io import Quarantined, read_dataset
+from offline.data.params import Dataset, Params, load_params
+from offline.data.steps import REGISTRY
+from offline.data.steps.base import Context, Outcome, Step
+from offline.fsutil import atomic_write_text, replace_dir
+
+CLEAN_DIR = Path("data/clean")
+REJECTED_DIR = Path("data/rejected")
+METRICS = Path("metrics/clean.json")
+STEPS_PLOT = Path("metrics/clean_steps.json")
+ROW_GROUP_ROWS = 16_384
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.string()),
+        pa.field("dataset", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("id", pa.string()),
+        pa.field("step", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("cluster", pa.string()),
+        pa.field("original", pa.string()),
+    ]
+)
+
+
+class ShardWriter:
+    """Writes one dataset's rows as zstd Parquet shards of at most ``shard_rows`` rows."""
+
+    def __init__(self, directory: Path, prefix: str, schema: pa.Schema, shard_rows: int) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self.schema = schema
+        self.shard_rows = shard_rows
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.shard = 0
+        self.in_shard = 0
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        while self.pending_rows >= min(ROW_GROUP_ROWS, self.shard_rows - self.in_shard):
+            self._flush_group(min(ROW_GROUP_ROWS, self.shard_rows - self.in_shard))
+
+    def _flush_group(self, rows: int) -> None:
+        table = pa.Table.from_batches(self.pending, schema=self.schema)
+        head, rest = table.slice(0, rows), table.slice(rows)
+        if self.writer is None:
+            path = self.directory / f"{self.prefix}-{self.shard:05d}.parquet"
+            self.writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+        self.writer.write_table(head, row_group_size=rows)
+        self.in_shard += head.num_rows
+        self.rows += head.num_rows
+        self.pending = rest.to_batches()
+        self.pending_rows = rest.num_rows
+        if self.in_shard >= self.shard_rows:
+            self.writer.close()
+            self.writer = None
+            self.shard += 1
+            self.in_shard = 0
+
+    def close(self) -> int:
+        if self.pending_rows:
+            self._flush_group(self.pending_rows)
+        if self.writer is not None:
+            self.writer.close()
+        return self.rows
+
+
+@dataclass
+class StepStats:
+    rows_in: int = 0
+    rows_out: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "in": self.rows_in,
+            "out": self.rows_out,
+            "rejected": self.rows_in - self.rows_out,
+            "reasons": dict(sorted(self.reasons.items())),
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+def reason_kind(reason: str) -> str:
+    """The stable part of a reason ("too short: 3 words < 5" -> "too short") for tallies."""
+    for sep in (":", " of ", " ("):
+        reason = reason.split(sep, 1)[0]
+    return reason.strip()
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    kind: str
+    rows_in: int = 0
+    rows_out: int = 0
+    steps: dict[str, StepStats] = field(default_factory=dict)
+    final: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rejected": self.rows_in - self.rows_out,
+            "steps": {name: s.as_dict() for name, s in self.steps.items()},
+            "summary": self.final,
+        }
+
+
+@dataclass
+class CleanReport:
+    """What the clean stage did: per dataset and step, plus totals and throughput."""
+
+    datasets: list[DatasetReport]
+    seconds: float
+
+    @property
+    def docs_in(self) -> int:
+        return sum(d.rows_in for d in self.datasets if d.kind != "tabular")
+
+    @property
+    def docs_kept(self) -> int:
+        return sum(d.rows_out for d in self.datasets if d.kind != "tabular")
+
+    def metrics(self) -> dict[str, Any]:
+        pii: Counter[str] = Counter()
+        dedup: dict[str, Counter[str]] = {}
+        for d in self.datasets:
+            pii.update(d.steps["pii"].counts if "pii" in d.steps else {})
+            for step in ("exact_dedup", "near_dedup"):
+                if step in d.final:
+                    dedup.setdefault(step, Counter()).update(d.final[step])
+        return {
+            "datasets": {d.name: d.as_dict() for d in self.datasets},
+            "totals": {
+                "rows_in": sum(d.rows_in for d in self.datasets),
+                "rows_out": sum(d.rows_out for d in self.datasets),
+                "rejected": sum(d.rows_in - d.rows_out for d in self.datasets),
+            },
+            "pii": dict(sorted(pii.items())),
+            "dedup": {k: dict(sorted(v.items())) for k, v in sorted(dedup.items())},
+            # The one field that differs between identical runs.
+            "throughput": {
+                "seconds": round(self.seconds, 3),
+                "docs_per_s": round(self.docs_in / self.seconds, 1) if self.seconds else None,
+            },
+        }
+
+
+def build_steps(params: Params, ctx: Context) -> list[Step]:
+    """The dataset's chain, in params order, without the steps that do not apply to its kind."""
+    steps = []
+    for name in params.clean.steps:
+        module, _, factory = REGISTRY[name]
+        step: Step = getattr(importlib.import_module(module), factory)(
+            getattr(params.clean, name), ctx
+        )
+        if ctx.kind in step.kinds:
+            steps.append(step)
+    return steps
+
+
+def _ledger_batch(
+    batch: pa.RecordBatch, rows: list[int], step: str, reasons: list[str]
+) -> pa.RecordBatch:
+    picked = batch.take(pa.array(rows, pa.int64()))
+    return pa.RecordBatch.from_arrays(
+        [
+            picked.column("record_id"),
+            picked.column("dataset"),
+            picked.column("source"),
+            picked.column("id"),
+            pa.array([step] * len(rows), pa.string()),
+            pa.array(reasons, pa.string()),
+            picked.column("cluster"),
+            picked.column("original"),
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+
+
+def quarantine_batch(dataset: str, rows: list[Quarantined], step: str = "read") -> pa.RecordBatch:
+    """Rows the reader could not turn into records, as ledger rows of ``step``."""
+    n = len(rows)
+    return pa.RecordBatch.from_pydict(
+        {
+            "record_id": [None] * n,
+            "dataset": [dataset] * n,
+            "source": [q.source for q in rows],
+            "id": [None] * n,
+            "step": [step] * n,
+            "reason": [q.reason for q in rows],
+            "cluster": [None] * n,
+            "original": [q.original for q in rows],
+        },
+        schema=LEDGER_SCHEMA,
+    )
+
+
+def _apply(
+    step: Step, batch: pa.RecordBatch, stats: StepStats
+) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+    outcome: Outcome = step(batch)
+    stats.rows_in += batch.num_rows
+    stats.counts.update(outcome.counts)
+    rejected = [i for i, r in enumerate(outcome.reasons) if r is not None]
+    if not rejected:
+        stats.rows_out += batch.num_rows
+        return outcome.batch, None
+    reasons = [outcome.reasons[i] or "" for i in rejected]
+    stats.reasons.update(reason_kind(r) for r in reasons)
+    ledger = _ledger_batch(outcome.batch, rejected, step.name, reasons)
+    kept = [i for i, r in enumerate(outcome.reasons) if r is None]
+    out = outcome.batch.take(pa.array(kept, pa.int64()))
+    stats.rows_out += out.num_rows
+    return out, ledger
+
+
+def _clean_stream(
+    root: Path,
+    name: str,
+    ds: Dataset,
+    params: Params,
+    work: Path,
+    clean_dir: Path,
+    ledger: ShardWriter,
+) -> DatasetReport:
+    report = DatasetReport(name, ds.kind)
+    ctx = Context(workdir=work / name, dataset=name, kind=ds.kind)
+    ctx.workdir.mkdir(parents=True)
+    steps = build_steps(params, ctx)
+    report.steps = {"read": StepStats(), **{s.name: StepStats() for s in steps}}
+    chunks = read_dataset(
+        root,
+        name,
+        ds,
+        batch_rows=params.clean.batch_rows,
+        max_record_bytes=params.clean.max_record_bytes,
+    )
+    writer: ShardWriter | None = None
+    read = report.steps["read"]
+    for chunk in chunks:
+        batch = chunk.batch
+        read.rows_in += batch.num_rows + len(chunk.quarantined)
+        read.rows_out += batch.num_rows
+        read.reasons.update(reason_kind(q.reason) for q in chunk.quarantined)
+        if chunk.quarantined:
+            ledger.write(quarantine_batch(name, chunk.quarantined))
+        if writer is None:
+            writer = ShardWriter(clean_dir, name, batch.schema, params.clean.shard_rows)
+        for step in steps:
+            if batch.num_rows == 0:
+                break
+            batch, rejected = _apply(step, batch, report.steps[step.name])
+            if rejected is not None:
+                ledger.write(rejected)
+        writer.write(batch)
+    report.rows_in = read.rows_in
+    report.rows_out = writer.close() if writer is not None else 0
+    report.final = {s.name: s.close() for s in steps}
+    report.final = {k: v for k, v in report.final.items() if v}
+    return report
+
+
+def _clean_table(
+    root: Path, name: str, ds: Dataset, params: Params, clean_dir: Path, ledger: ShardWriter
+) -> DatasetReport:
+    result = tabular.clean_table(root, name, ds, params.clean.tabular)
+    report = DatasetReport(name, ds.kind, rows_in=result.rows_in)
+    writer = ShardWriter(clean_dir, name, result.table.schema, params.clean.shard_rows)
+    for batch in result.table.to_batches():
+        writer.write(batch)
+    report.rows_out = writer.close()
+    if result.rejected:
+        ledger.write(quarantine_batch(name, result.rejected, "tabular"))
+    stats = StepStats(rows_in=result.rows_in, rows_out=report.rows_out)
+    stats.reasons.update(reason_kind(q.reason) for q in result.rejected)
+    stats.counts.update(result.counts)
+    report.steps = {"tabular": stats}
+    return report
+
+
+def steps_plot(report: CleanReport) -> list[dict[str, Any]]:
+    """Rows for ``dvc plots``: how many rows each step kept and rejected, per dataset."""
+    rows = []
+    for d in report.datasets:
+        for name, s in d.steps.items():
+            rows.append(
+                {
+                    "dataset": d.name,
+                    "step": name,
+                    "kept": s.rows_out,
+                    "rejected": s.rows_in - s.rows_out,
+                }
+            )
+    return rows
+
+
+def clean(
+    root: Path, params: Params | None = None, *, datasets: Iterable[str] | None = None
+) -> CleanReport:
+    """Run the clean stage in workspace ``root``.
+
+    Args:
+        root: The workspace (paths in params are relative to it).
+        params: Parsed params; read from ``root/params.yaml`` when omitted.
+        datasets: Only these datasets (default: all, in name order).
+
+    Returns:
+        The report; ``metrics/clean.json`` holds the same figures.
+    """
+    params = params or load_params(root / "params.yaml")
+    names = sorted(datasets) if datasets is not None else sorted(params.datasets)
+    data_dir = root / CLEAN_DIR.parent
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / ".clean.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    clean_dir, rejected_dir, work = tmp / "clean", tmp / "rejected", tmp / "work"
+    for d in (clean_dir, rejected_dir, work):
+        d.mkdir(parents=True)
+    started = time.perf_counter()
+    reports = []
+    try:
+        for name in names:
+            ds = params.datasets[name]
+            ledger = ShardWriter(rejected_dir, name, LEDGER_SCHEMA, params.clean.shard_rows)
+            if ds.kind == "tabular":
+                reports.append(_clean_table(root, name, ds, params, clean_dir, ledger))
+            else:
+                reports.append(_clean_stream(root, name, ds, params, work, clean_dir, ledger))
+            ledger.close()
+        report = CleanReport(reports, time.perf_counter() - started)
+        replace_dir(clean_dir, root / CLEAN_DIR)
+        replace_dir(rejected_dir, root / REJECTED_DIR)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    (root / METRICS.parent).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        root / METRICS, json.dumps(report.metrics(), indent=2, ensure_ascii=False) + "\n"
+    )
+    atomic_write_text(root / STEPS_PLOT, json.dumps(steps_plot(report), indent=2) + "\n")
+    return report

@@ -1,0 +1,213 @@
+"""The workspace's ``params.yaml``: every data parameter, its default, and one validation pass.
+
+``offline init`` writes :func:`default_params` out in full, so a user sees (and DVC tracks) every
+knob; :func:`load_params` reads it back and lists every problem at once (unknown keys included).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from offline.data.steps import REGISTRY as STEP_REGISTRY
+from offline.data.steps.conversation import ConversationParams
+from offline.data.steps.dedup import ExactDedupParams, NearDedupParams
+from offline.data.steps.pii import PiiParams
+from offline.data.steps.quality import LengthParams, QualityParams
+from offline.data.steps.text import MarkupParams, NormalizeParams, RegexParams
+from offline.errors import ConfigError, NotFoundError
+
+Format = Literal["auto", "jsonl", "csv", "parquet"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Columns(_Strict):
+    """Which input column feeds which canonical field.
+
+    Unset text-bearing fields default to the canonical name (``text``, ``instruction``,
+    ``messages``...); unset ``id``/``label``/``system`` mean the dataset has none.
+    """
+
+    id: str | None = None
+    text: str | None = None
+    label: str | None = None
+    system: str | None = None
+    instruction: str | None = None
+    response: str | None = None
+    messages: str | None = None
+    role_key: str | None = None
+    content_key: str | None = None
+    time: str | None = None
+    values: list[str] = []
+
+
+class Dataset(_Strict):
+    """One input: a file or a directory of shards, its kind and its column mapping."""
+
+    path: str
+    kind: Literal["text", "instruction", "conversation", "tabular"]
+    format: Format = "auto"
+    columns: Columns = Columns()
+
+
+class ValidateParams(_Strict):
+    """Thresholds the validate stage enforces; a violated one fails the stage."""
+
+    min_rows: int = Field(1, ge=0)
+    max_null_rate: float = Field(0.05, ge=0, le=1)
+    max_malformed_rate: float = Field(0.05, ge=0, le=1)
+    max_type_error_rate: float = Field(0.05, ge=0, le=1)
+    max_role_error_rate: float = Field(0.1, ge=0, le=1)
+    max_record_bytes: int = Field(1_000_000, gt=0)
+
+
+class TabularParams(_Strict):
+    """Time series: coercion, sliding-window median fill, outlier clipping."""
+
+    steps: list[Literal["coerce", "fill", "outliers"]] = ["coerce", "fill", "outliers"]
+    window: int = Field(5, ge=1)
+    outliers: Literal["zscore", "iqr", "none"] = "iqr"
+    zscore: float = Field(3.0, gt=0)
+    iqr_k: float = Field(1.5, gt=0)
+    max_rows: int = Field(5_000_000, gt=0)
+
+
+DEFAULT_STEPS = [
+    "normalize",
+    "markup",
+    "regex",
+    "conversation",
+    "length",
+    "quality",
+    "pii",
+    "exact_dedup",
+    "near_dedup",
+]
+
+
+class CleanParams(_Strict):
+    """The cleaning chain: step order, batching, and each step's own parameters."""
+
+    steps: list[str] = DEFAULT_STEPS
+    batch_rows: int = Field(2048, gt=0)
+    shard_rows: int = Field(100_000, gt=0)
+    max_record_bytes: int = Field(1_000_000, gt=0)
+    normalize: NormalizeParams = NormalizeParams()
+    markup: MarkupParams = MarkupParams()
+    regex: RegexParams = RegexParams()
+    conversation: ConversationParams = ConversationParams()
+    length: LengthParams = LengthParams()
+    quality: QualityParams = QualityParams()
+    pii: PiiParams = PiiParams()
+    exact_dedup: ExactDedupParams = ExactDedupParams()
+    near_dedup: NearDedupParams = NearDedupParams()
+    tabular: TabularParams = TabularParams()
+
+    @model_validator(mode="after")
+    def _known_steps(self) -> CleanParams:
+        unknown = [s for s in self.steps if s not in STEP_REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown}; known steps: {', '.join(STEP_REGISTRY)}")
+        if len(set(self.steps)) != len(self.steps):
+            raise ValueError("a step is listed twice in clean.steps")
+        return self
+
+
+class SplitParams(_Strict):
+    """Deterministic split by hash of (seed, duplicate cluster)."""
+
+    seed: int = 13
+    validation: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitParams:
+        if self.validation + self.test >= 1:
+            raise ValueError("split.validation + split.test must be below 1 (train gets the rest)")
+        return self
+
+
+class Params(_Strict):
+    """The data sections of ``params.yaml``; later stages add their own sections."""
+
+    datasets: dict[str, Dataset]
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    clean: CleanParams = CleanParams()
+    split: SplitParams = SplitParams()
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+def sample_datasets(raw: str = "data/raw") -> dict[str, Dataset]:
+    """The datasets ``offline data sample`` writes, mapped as ``offline init`` configures them."""
+    return {
+        "tickets": Dataset(
+            path=f"{raw}/tickets.jsonl",
+            kind="text",
+            columns=Columns(id="id", text="text", label="category"),
+        ),
+        "conversations": Dataset(
+            path=f"{raw}/conversations.jsonl",
+            kind="conversation",
+            columns=Columns(id="id", messages="messages", label="category"),
+        ),
+        "sensors": Dataset(
+            path=f"{raw}/sensors.csv",
+            kind="tabular",
+            columns=Columns(time="timestamp", values=["temperature", "pressure"]),
+        ),
+    }
+
+
+def default_params(raw: str = "data/raw") -> Params:
+    return Params(datasets=sample_datasets(raw))
+
+
+def dump_params(params: Params) -> dict[str, Any]:
+    """Plain data for YAML: every field, defaults included, with the ``validate`` key."""
+    data = params.model_dump(mode="json", by_alias=True)
+    for ds in data["datasets"].values():
+        ds["columns"] = {k: v for k, v in ds["columns"].items() if v not in (None, [])}
+    return data
+
+
+def _problems(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, where: str = "params.yaml") -> Params:
+    """Validate already-loaded params; every problem is listed in one ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    # Sections of later stages (label, train, ...) are theirs to check.
+    data_keys = {"datasets", "validate", "clean", "split"}
+    try:
+        return Params.model_validate({k: v for k, v in data.items() if k in data_keys})
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{where} has {exc.error_count()} problem(s):\n{_problems(exc)}",
+            fix=f"edit {where}; `offline init --print-params` shows every key and its default",
+        ) from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate ``params.yaml``."""
+    if not path.is_file():
+        raise NotFoundError(
+            f"{path} not found", fix="run inside a workspace made by `offline init DIR`"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(data, str(path))

@@ -1,0 +1,52 @@
+"""The one interface every cleaning step has.
+
+A step is built once per dataset from its params (``build(params, ctx)``) and then called on each
+canonical record batch (:mod:`offline.data.records`) in stream order. It returns an
+:class:`Outcome`: the batch (same rows, same order, text possibly rewritten), one reason per row
+(``None`` keeps the row, a string rejects it), and any tallies of its own (``pii.email``...). The
+runner, not the step, drops the rejected rows, writes them to the ledger with the step's name and
+the reason, and counts in/out/rejected. A step keeps no global state; state it needs across
+batches (a dedup index) lives on the instance and is released by ``close()``, which may return
+final tallies (cluster counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+
+@dataclass
+class Context:
+    """What a step may need beyond its params: where to spill, which dataset, which kind."""
+
+    workdir: Path
+    dataset: str
+    kind: str
+
+
+@dataclass
+class Outcome:
+    """What a step did to one batch."""
+
+    batch: pa.RecordBatch
+    reasons: list[str | None]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def keep_all(cls, batch: pa.RecordBatch, counts: dict[str, int] | None = None) -> Outcome:
+        return cls(batch, [None] * batch.num_rows, counts or {})
+
+
+class Step(Protocol):
+    """A cleaning step: ``name``, the kinds it applies to, and a call per batch."""
+
+    name: str
+    kinds: tuple[str, ...]
+
+    def __call__(self, batch: pa.RecordBatch) -> Outcome: ...
+
+    def close(self) -> dict[str, int]: ...
