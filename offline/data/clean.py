@@ -319,14 +319,8 @@ def steps_plot(report: CleanReport) -> list[dict[str, Any]]:
     rows = []
     for d in report.datasets:
         for name, s in d.steps.items():
-            rows.append(
-                {
-                    "dataset": d.name,
-                    "step": name,
-                    "kept": s.rows_out,
-                    "rejected": s.rows_in - s.rows_out,
-                }
-            )
+            rejected = s.rows_in - s.rows_out
+            rows.append({"step": f"{d.name}/{name}", "kept": s.rows_out, "rejected": rejected})
     return rows
 
 

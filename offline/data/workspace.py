@@ -24,7 +24,8 @@ from offline.data.params import default_params, dump_params
 from offline.errors import ConfigError, ToolError
 from offline.fsutil import atomic_write_text
 
-PLOTS_TEMPLATE = "plots/offline.html"  # relative to .dvc/, where DVC resolves it
+PLOTS_TEMPLATE = "plots/plots.html"  # relative to .dvc/, where DVC resolves it
+PLOT_ASSETS = ("plots.html", "offline_bar.json", "offline_line.json")
 SITE_CACHE = ".dvc/site-cache"
 DEFAULT_REMOTE = "storage"
 
@@ -69,7 +70,7 @@ def stages() -> dict[str, Any]:
                             "cache": False,
                             "x": "kept",
                             "y": "step",
-                            "template": "bar_horizontal",
+                            "template": "offline_bar",
                             "title": "rows kept after each cleaning step",
                         }
                     }
@@ -147,10 +148,11 @@ def _write_files(directory: Path) -> list[str]:
         "params.yaml": PARAMS_HEADER + params,
         "dvc.yaml": yaml.safe_dump(stages(), sort_keys=False),
         ".gitignore": GITIGNORE,
-        f".dvc/{PLOTS_TEMPLATE}": resources.files("offline.data")
-        .joinpath("assets/plots.html")
-        .read_text(encoding="utf-8"),
     }
+    # The page and the Vega-Lite templates: none names a URL, so nothing is fetched to render.
+    assets = resources.files("offline.data").joinpath("assets")
+    for name in PLOT_ASSETS:
+        files[f".dvc/plots/{name}"] = assets.joinpath(name).read_text(encoding="utf-8")
     for rel, text in files.items():
         (directory / rel).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / rel, text)
