@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from offline.data.steps import REGISTRY as STEP_REGISTRY
 from offline.data.steps.conversation import ConversationParams
@@ -109,14 +116,15 @@ class CleanParams(_Strict):
     near_dedup: NearDedupParams = NearDedupParams()
     tabular: TabularParams = TabularParams()
 
-    @model_validator(mode="after")
-    def _known_steps(self) -> CleanParams:
-        unknown = [s for s in self.steps if s not in STEP_REGISTRY]
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, steps: list[str]) -> list[str]:
+        unknown = [s for s in steps if s not in STEP_REGISTRY]
         if unknown:
             raise ValueError(f"unknown step(s) {unknown}; known steps: {', '.join(STEP_REGISTRY)}")
-        if len(set(self.steps)) != len(self.steps):
+        if len(set(steps)) != len(steps):
             raise ValueError("a step is listed twice in clean.steps")
-        return self
+        return steps
 
 
 class SplitParams(_Strict):

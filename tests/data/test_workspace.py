@@ -1,0 +1,105 @@
+"""``offline init`` + ``offline data sample`` + a real ``dvc repro`` / ``dvc push`` / ``dvc plots``.
+
+The pipeline runs inside a network namespace with only loopback where the test may create one
+(root, as in CI), so a stage that tried to reach the network would fail here, not on a user's host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from offline.data.workspace import init
+from offline.errors import ConfigError
+
+BIN = Path(sys.executable).parent
+URL = re.compile(r"\b(?:https?|wss?|ftp)://", re.IGNORECASE)
+
+
+def isolated() -> list[str]:
+    """A prefix that runs a command with no network, when this machine allows it."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"]).returncode == 0:
+        return ["unshare", "-n"]
+    return []
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("ws")
+    ws = base / "ws"
+    run([str(BIN / "offline"), "init", str(ws), "--remote", str(base / "nas")], base)
+    run([str(BIN / "offline"), "data", "sample", "--out", "data/raw", "--rows", "600"], ws)
+    return ws
+
+
+def test_init_writes_an_offline_dvc_workspace(workspace: Path) -> None:
+    config = (workspace / ".dvc/config").read_text()
+    assert "analytics = false" in config and "check_update = false" in config
+    assert "html_template = plots/plots.html" in config
+    assert str(workspace.parent / "nas") in config
+    local = (workspace / ".dvc/config.local").read_text()
+    assert f"site_cache_dir = {workspace.resolve()}/.dvc/site-cache" in local
+    params = (workspace / "params.yaml").read_text()
+    for key in ("near_dedup:", "threshold:", "pii:", "tabular:", "window:", "split:"):
+        assert key in params
+    assert (workspace / ".git").is_dir() and (workspace / ".gitignore").is_file()
+
+
+def test_init_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already holds files"):
+        init(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.integration
+def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
+    raw_before = digests(workspace / "data/raw")
+    dvc = [sys.executable, "-m", "dvc"]
+    out = run([*isolated(), *dvc, "repro"], workspace).stdout
+    for stage in ("validate", "clean", "split"):
+        assert f"Running stage '{stage}'" in out
+    assert digests(workspace / "data/raw") == raw_before
+    metrics = json.loads((workspace / "metrics/clean.json").read_text())
+    tickets = metrics["datasets"]["tickets"]
+    assert tickets["rows_out"] > 0 and tickets["rejected"] > 0
+    assert set(metrics["pii"]) >= {"email", "phone", "cn_id", "bank_card", "ipv4", "ipv6"}
+    for side in ("train", "validation", "test"):
+        assert pq.read_metadata(workspace / f"data/split/tickets/{side}.parquet").num_rows > 0
+
+    pushed = run([*isolated(), *dvc, "push"], workspace).stdout
+    assert "pushed" in pushed
+    assert any((workspace.parent / "nas").rglob("*"))
+
+    # A second repro with nothing changed runs nothing.
+    again = run([*isolated(), *dvc, "repro"], workspace).stdout
+    assert "Running stage" not in again
+
+    run([*isolated(), *dvc, "plots", "show", "-o", "plots"], workspace)
+    page = (workspace / "plots/index.html").read_text()
+    assert "vegaEmbed" in page and "rows kept after each cleaning step" in page
+    assert not URL.search(page), URL.search(page)
