@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from offline.data import tabular
 from offline.data.io import Quarantined, read_dataset
 from offline.data.params import Dataset, Params, load_params
+from offline.data.records import schema_for
 from offline.data.steps import REGISTRY
 from offline.data.steps.base import Context, Outcome, Step
 from offline.fsutil import atomic_write_text, replace_dir
@@ -231,6 +232,23 @@ def quarantine_batch(dataset: str, rows: list[Quarantined], step: str = "read") 
     )
 
 
+class Scrubber(Protocol):
+    def scrub(self, array: pa.Array) -> pa.Array: ...
+
+
+def scrub_columns(
+    batch: pa.RecordBatch, names: tuple[str, ...], pii: Scrubber | None
+) -> pa.RecordBatch:
+    """Hide PII in columns the steps do not rewrite (raw rows, unmapped fields)."""
+    if pii is None or batch.num_rows == 0:
+        return batch
+    columns = list(batch.columns)
+    for name in names:
+        i = batch.schema.get_field_index(name)
+        columns[i] = pii.scrub(columns[i])
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
 def _apply(
     step: Step, batch: pa.RecordBatch, stats: StepStats
 ) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
@@ -271,7 +289,11 @@ def _clean_stream(
         batch_rows=params.clean.batch_rows,
         max_record_bytes=params.clean.max_record_bytes,
     )
-    writer: ShardWriter | None = None
+    # Hide PII beside the text too when the chain has a pii step (raw rows, unmapped fields).
+    pii = cast("Scrubber | None", next((s for s in steps if s.name == "pii"), None))
+    schema = schema_for(ds.kind)
+    out_schema = schema.remove(schema.get_field_index("original"))
+    writer = ShardWriter(clean_dir, name, out_schema, params.clean.shard_rows)
     read = report.steps["read"]
     for chunk in chunks:
         batch = chunk.batch
@@ -279,18 +301,20 @@ def _clean_stream(
         read.rows_out += batch.num_rows
         read.reasons.update(reason_kind(q.reason) for q in chunk.quarantined)
         if chunk.quarantined:
-            ledger.write(quarantine_batch(name, chunk.quarantined))
-        if writer is None:
-            writer = ShardWriter(clean_dir, name, batch.schema, params.clean.shard_rows)
+            ledger.write(
+                scrub_columns(quarantine_batch(name, chunk.quarantined), ("original",), pii)
+            )
         for step in steps:
             if batch.num_rows == 0:
                 break
             batch, rejected = _apply(step, batch, report.steps[step.name])
             if rejected is not None:
-                ledger.write(rejected)
-        writer.write(batch)
+                ledger.write(scrub_columns(rejected, ("original",), pii))
+        # Kept rows are traced to the raw file by `source`; the raw row itself stays there.
+        kept = batch.drop_columns(["original"])
+        writer.write(scrub_columns(kept, ("meta",), pii))
     report.rows_in = read.rows_in
-    report.rows_out = writer.close() if writer is not None else 0
+    report.rows_out = writer.close()
     report.final = {s.name: s.close() for s in steps}
     report.final = {k: v for k, v in report.final.items() if v}
     return report

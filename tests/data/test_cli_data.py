@@ -45,7 +45,10 @@ def test_validate_failure_exits_with_the_data_error_code(tmp_path: Path) -> None
 def test_clean_json_reports_rows(tmp_path: Path) -> None:
     (tmp_path / "data/raw").mkdir(parents=True)
     (tmp_path / "data/raw/t.jsonl").write_text('{"text": "a fine row"}\n')
-    params = {"datasets": {"t": {"path": "data/raw/t.jsonl", "kind": "text"}}, "clean": {"steps": []}}
+    params = {
+        "datasets": {"t": {"path": "data/raw/t.jsonl", "kind": "text"}},
+        "clean": {"steps": []},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = runner.invoke(app, ["data", "clean", "-w", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output

@@ -23,18 +23,26 @@ def write_jsonl(path: Path, rows: list[Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
         for row in rows:
-            fh.write(row if isinstance(row, bytes) else json.dumps(row, ensure_ascii=False).encode())
+            fh.write(
+                row if isinstance(row, bytes) else json.dumps(row, ensure_ascii=False).encode()
+            )
             fh.write(b"\n")
 
 
 def tickets(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [
-        {"id": f"T{i}", "text": f"ticket {i}: the invoice {i * 7919} is wrong 发票有误", "cat": "billing"}
+        {
+            "id": f"T{i}",
+            "text": f"ticket {i}: the invoice {i * 7919} is wrong 发票有误",
+            "cat": "billing",
+        }
         for i in range(start, start + n)
     ]
 
 
-def make_ws(root: Path, data: dict[str, Any], steps: list[str] | None = None, **sections: Any) -> Path:
+def make_ws(
+    root: Path, data: dict[str, Any], steps: list[str] | None = None, **sections: Any
+) -> Path:
     params: dict[str, Any] = {"datasets": data, "clean": {"steps": steps or []}}
     params.update(sections)
     root.mkdir(parents=True, exist_ok=True)
@@ -73,14 +81,18 @@ def test_reader_reads_a_directory_of_csv_and_parquet_shards(tmp_path: Path) -> N
     raw = tmp_path / "data/raw/shards"
     raw.mkdir(parents=True)
     (raw / "a.csv").write_text('id,text,cat\n1,"hello, world",x\n2,second row here,y\n3,short\n')
-    pq.write_table(pa.table({"id": ["p1"], "text": ["from parquet"], "cat": ["z"]}), raw / "b.parquet")
+    pq.write_table(
+        pa.table({"id": ["p1"], "text": ["from parquet"], "cat": ["z"]}), raw / "b.parquet"
+    )
     ds = Dataset(path="data/raw/shards", kind="text", columns=Columns(id="id", label="cat"))
     chunks = list(read_dataset(tmp_path, "t", ds, batch_rows=10, max_record_bytes=10_000))
     batch = pa.Table.from_batches([c.batch for c in chunks])
     assert batch.column("text").to_pylist() == ["hello, world", "second row here", "from parquet"]
     assert batch.column("source").to_pylist()[2] == "data/raw/shards/b.parquet:1"
     quarantined = [q for c in chunks for q in c.quarantined]
-    assert [(q.source, q.category) for q in quarantined] == [("data/raw/shards/a.csv:4", "malformed")]
+    assert [(q.source, q.category) for q in quarantined] == [
+        ("data/raw/shards/a.csv:4", "malformed")
+    ]
 
 
 def test_unreadable_input_is_an_error_naming_the_file(tmp_path: Path) -> None:
@@ -118,7 +130,13 @@ def test_clean_writes_shards_ledger_and_metrics_and_never_touches_raw(tmp_path: 
     assert report.docs_in == 6 and report.docs_kept == 5
     kept = pq.read_table(ws / "data/clean/tickets-00000.parquet")
     assert kept.column("id").to_pylist() == ["T0", "T1", "T2", "T3", "T4"]
-    assert pq.ParquetFile(ws / "data/clean/tickets-00000.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    assert (
+        pq.ParquetFile(ws / "data/clean/tickets-00000.parquet")
+        .metadata.row_group(0)
+        .column(0)
+        .compression
+        == "ZSTD"
+    )
     ledger = pq.read_table(ws / "data/rejected/tickets-00000.parquet").to_pylist()
     assert ledger[0]["step"] == "read" and ledger[0]["original"] == "{broken"
     assert ledger[0]["source"] == "data/raw/tickets.jsonl:6"
@@ -178,7 +196,9 @@ def _split_ids(ws: Path) -> dict[str, set[str]]:
 
 
 def test_split_is_stable_when_rows_are_added(tmp_path: Path) -> None:
-    ws = make_ws(tmp_path / "ws", {"tickets": TEXT}, split={"seed": 7, "validation": 0.2, "test": 0.2})
+    ws = make_ws(
+        tmp_path / "ws", {"tickets": TEXT}, split={"seed": 7, "validation": 0.2, "test": 0.2}
+    )
     write_jsonl(ws / "data/raw/tickets.jsonl", tickets(300))
     clean(ws)
     split(ws)
@@ -200,7 +220,9 @@ def test_split_keeps_a_cluster_on_one_side(tmp_path: Path) -> None:
     path = ws / "data/clean/tickets-00000.parquet"
     table = pq.read_table(path)
     clusters = pa.array([f"c{i % 4}" for i in range(table.num_rows)])
-    pq.write_table(table.set_column(table.schema.get_field_index("cluster"), "cluster", clusters), path)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("cluster"), "cluster", clusters), path
+    )
     split(ws)
     sides = _split_ids(ws)
     by_cluster: dict[str, set[str]] = {}
@@ -240,3 +262,33 @@ def test_default_params_round_trip_through_yaml() -> None:
     again = parse_params(yaml.safe_load(yaml.safe_dump(dump_params(params))))
     assert again == params
     assert isinstance(again, Params)
+
+
+def test_no_output_keeps_a_value_the_pii_step_hides(tmp_path: Path) -> None:
+    ws = make_ws(
+        tmp_path / "ws",
+        {"tickets": TEXT},
+        steps=["pii"],
+    )
+    params = load_params(ws / "params.yaml")
+    params.clean.pii.reject_types = ["cn_id"]
+    rows = [
+        {
+            "id": "a",
+            "text": "mail me at li.wei@example.com",
+            "cat": "x",
+            "contact": "li.wei@example.com",
+        },
+        {"id": "b", "text": "我的身份证号 11010519491231002X 请核实", "cat": "x"},
+        b'{"id": "c", "text": "broken 11010519491231002X',
+    ]
+    write_jsonl(ws / "data/raw/tickets.jsonl", rows)
+    clean(ws, params)
+    kept = pq.read_table(ws / "data/clean/tickets-00000.parquet")
+    assert "original" not in kept.column_names
+    assert kept.column("text").to_pylist() == ["mail me at [EMAIL]"]
+    assert "li.wei" not in kept.column("meta")[0].as_py()
+    ledger = pq.read_table(ws / "data/rejected/tickets-00000.parquet").to_pylist()
+    assert {r["step"] for r in ledger} == {"read", "pii"}
+    for row in ledger:
+        assert "11010519491231002X" not in row["original"] and "[CN_ID]" in row["original"]
