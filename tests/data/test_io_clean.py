@@ -102,7 +102,7 @@ def test_unreadable_input_is_an_error_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data/raw/t.parquet"):
         list(read_dataset(tmp_path, "t", ds, batch_rows=10, max_record_bytes=100))
     missing = Dataset(path="data/raw/nope.jsonl", kind="text")
-    with pytest.raises(NotFoundError, match="nope.jsonl") as exc:
+    with pytest.raises(NotFoundError, match=r"nope\.jsonl") as exc:
         list(read_dataset(tmp_path, "t", missing, batch_rows=10, max_record_bytes=100))
     assert "offline data sample" in (exc.value.fix or "")
 
