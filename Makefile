@@ -61,7 +61,10 @@ demo: bundle
 	$$iso $(DEMO_PREFIX)/envs/toolkit/bin/offline bundle verify $(DEMO_PREFIX)/bundle \
 	    --pubkey $(DEMO_PREFIX)/etc/trusted.pub.pem && \
 	$$iso $(DEMO_PREFIX)/envs/toolkit/bin/python -c \
-	    'import torch, offline; print("isolated host ready: deepseek-offline", offline.__version__, "torch", torch.__version__)'
+	    'import torch, offline; print("isolated host ready: deepseek-offline", offline.__version__, "torch", torch.__version__)' && \
+	$$iso env PATH="$(abspath $(DEMO_PREFIX))/envs/toolkit/bin:$$PATH" bash -ec ' \
+	    offline init $(DEMO_PREFIX)/workspace; cd $(DEMO_PREFIX)/workspace; \
+	    offline data sample --out data/raw; dvc repro; dvc push; dvc metrics show'
 
 clean:
 	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

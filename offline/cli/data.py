@@ -49,7 +49,7 @@ def init_cmd(
 @app.command("sample")
 def sample_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory for the sample files.")],
-    rows: Annotated[int, typer.Option("--rows", min=10, help="Tickets to generate.")] = 2000,
+    rows: Annotated[int, typer.Option("--rows", min=100, help="Tickets to generate.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")] = 0,
     json_out: Json = False,
 ) -> None:
