@@ -222,7 +222,7 @@ def quarantine_batch(dataset: str, rows: list[Quarantined], step: str = "read") 
             "record_id": [None] * n,
             "dataset": [dataset] * n,
             "source": [q.source for q in rows],
-            "id": [None] * n,
+            "id": [q.id for q in rows],
             "step": [step] * n,
             "reason": [q.reason for q in rows],
             "cluster": [None] * n,

@@ -42,6 +42,7 @@ class Quarantined:
     original: str
     reason: str
     category: str
+    id: str | None = None
 
 
 class _Reject(Exception):
@@ -95,19 +96,19 @@ def record_id(fields: dict[str, Any]) -> str:
 def _string(row: dict[str, Any], key: str | None, field: str, required: bool) -> str | None:
     if key is None:
         if required:
-            raise _Reject(f"no column is mapped to {field!r}", MISSING)
+            raise _Reject(f"missing field: no column is mapped to {field!r}", MISSING)
         return None
     value = row.get(key)
     if value is None:
         if required:
-            raise _Reject(f"missing field {key!r}", MISSING)
+            raise _Reject(f"missing field: {key!r}", MISSING)
         return None
     if isinstance(value, str):
         return value
     # A label may be a number (class ids); text-bearing fields must be strings.
     if not required and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise _Reject(f"field {key!r} has type {type(value).__name__}, expected a string", WRONG_TYPE)
+    raise _Reject(f"wrong type: {key!r} is {type(value).__name__}, expected a string", WRONG_TYPE)
 
 
 def _messages(row: dict[str, Any], ds: Dataset) -> list[dict[str, str]]:
@@ -115,20 +116,20 @@ def _messages(row: dict[str, Any], ds: Dataset) -> list[dict[str, str]]:
     key = cols.messages or "messages"
     value = row.get(key)
     if value is None:
-        raise _Reject(f"missing field {key!r}", MISSING)
+        raise _Reject(f"missing field: {key!r}", MISSING)
     if not isinstance(value, list):
-        raise _Reject(f"field {key!r} has type {type(value).__name__}, expected a list", WRONG_TYPE)
+        raise _Reject(f"wrong type: {key!r} is {type(value).__name__}, expected a list", WRONG_TYPE)
     out = []
     for i, msg in enumerate(value):
         if not isinstance(msg, dict):
-            raise _Reject(f"{key}[{i}] is not an object", WRONG_TYPE)
+            raise _Reject(f"wrong type: {key}[{i}] is not an object", WRONG_TYPE)
         role_key, content_key = cols.role_key or "role", cols.content_key or "content"
         role, content = msg.get(role_key), msg.get(content_key)
         if role is None or content is None:
             missing = role_key if role is None else content_key
-            raise _Reject(f"{key}[{i}] has no {missing!r}", MISSING)
+            raise _Reject(f"missing field: {key}[{i}] has no {missing!r}", MISSING)
         if not isinstance(role, str) or not isinstance(content, str):
-            raise _Reject(f"{key}[{i}] role and content must be strings", WRONG_TYPE)
+            raise _Reject(f"wrong type: {key}[{i}] role and content must be strings", WRONG_TYPE)
         out.append({"role": role, "content": content})
     return out
 
@@ -180,13 +181,14 @@ class _Builder:
 
     def add(self, row: Any, source: str, original: str) -> None:
         if not isinstance(row, dict):
-            self.reject(source, original, "row is not a JSON object", MALFORMED)
+            self.reject(source, original, "not an object: the row is not a JSON object", MALFORMED)
             return
+        ident = None if self.ds.columns.id is None else row.get(self.ds.columns.id)
+        ident = None if ident is None else str(ident)
         try:
             fields = _mapped(row, self.ds)
-            ident = None if self.ds.columns.id is None else row.get(self.ds.columns.id)
         except _Reject as exc:
-            self.reject(source, original, exc.reason, exc.category)
+            self.quarantined.append(Quarantined(source, original, exc.reason, exc.category, ident))
             return
         rid = record_id(fields)
         extra = {k: v for k, v in row.items() if k not in self.used}
@@ -196,7 +198,7 @@ class _Builder:
         self.rows["dataset"].append(self.name)
         self.rows["source"].append(source)
         self.rows["original"].append(original)
-        self.rows["id"].append(None if ident is None else str(ident))
+        self.rows["id"].append(ident)
         self.rows["cluster"].append(rid)
         self.rows["meta"].append(
             json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str) if extra else None
@@ -225,7 +227,7 @@ def _jsonl_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> It
                 builder.reject(
                     source,
                     preview + f"... [{len(line)} bytes, truncated in the ledger]",
-                    f"record is {len(line)} bytes > max_record_bytes {max_bytes}",
+                    f"oversized: {len(line)} bytes > max_record_bytes {max_bytes}",
                     OVERSIZED,
                 )
                 yield
@@ -275,14 +277,20 @@ def _csv_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> Iter
                 fixed = original.encode("utf-8", "surrogateescape").decode(
                     "utf-8", "backslashreplace"
                 )
-                builder.reject(source, fixed, "invalid UTF-8", MALFORMED)
+                builder.reject(source, fixed, "invalid UTF-8: in a cell", MALFORMED)
             elif len(original.encode("utf-8")) > max_bytes:
                 builder.reject(
-                    source, original[:2048], f"record exceeds {max_bytes} bytes", OVERSIZED
+                    source,
+                    original[:2048],
+                    f"oversized: more than max_record_bytes {max_bytes}",
+                    OVERSIZED,
                 )
             elif len(cells) != len(header):
                 builder.reject(
-                    source, original, f"{len(cells)} cells, header has {len(header)}", MALFORMED
+                    source,
+                    original,
+                    f"wrong cell count: {len(cells)} cells, the header has {len(header)}",
+                    MALFORMED,
                 )
             else:
                 builder.add(dict(zip(header, cells, strict=True)), source, original)
@@ -312,7 +320,10 @@ def _parquet_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> 
             original = json.dumps(row, ensure_ascii=False, sort_keys=True, default=str)
             if len(original.encode("utf-8")) > max_bytes:
                 builder.reject(
-                    source, original[:2048], f"record exceeds {max_bytes} bytes", OVERSIZED
+                    source,
+                    original[:2048],
+                    f"oversized: more than max_record_bytes {max_bytes}",
+                    OVERSIZED,
                 )
             else:
                 builder.add(row, source, original)

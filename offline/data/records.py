@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -78,16 +79,21 @@ def _map_strings(array: pa.Array, fn: Callable[[str], str]) -> pa.Array:
     return pa.array([None if v is None else fn(v) for v in array.to_pylist()], pa.string())
 
 
-def _map_messages(array: pa.ListArray, fn: Callable[[str], str]) -> pa.Array:
-    flat = array.flatten()
-    roles = flat.field("role")
-    contents = _map_strings(flat.field("content"), fn)
-    structs = pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE))
-    # Offsets keep each row's messages together; the validity bitmap keeps null lists null.
-    offsets = array.offsets
-    if array.offset:
-        offsets = pc.subtract(offsets, offsets[0])
+def _rebuild_messages(array: pa.ListArray, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    # ``flatten`` holds exactly the visible messages (not a slice's neighbours, not the backing
+    # values of a null list), so offsets are rebuilt from the list lengths to match it; ``fn``
+    # sees the same elements, in the same order, as ``pc.list_parent_indices`` describes.
+    values = array.flatten()
+    lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
+    structs = pa.StructArray.from_arrays(
+        [values.field("role"), fn(values.field("content"))], fields=list(MESSAGE)
+    )
     return pa.ListArray.from_arrays(offsets, structs, type=pa.list_(MESSAGE), mask=array.is_null())
+
+
+def _map_messages(array: pa.ListArray, fn: Callable[[str], str]) -> pa.Array:
+    return _rebuild_messages(array, lambda contents: _map_strings(contents, fn))
 
 
 def map_text(batch: pa.RecordBatch, fn: Callable[[str], str]) -> pa.RecordBatch:
@@ -111,16 +117,7 @@ def map_text_arrays(batch: pa.RecordBatch, fn: Callable[[pa.Array], pa.Array]) -
         i = batch.schema.get_field_index(name)
         col = batch.column(i)
         if name == "messages":
-            flat = col.flatten()
-            structs = pa.StructArray.from_arrays(
-                [flat.field("role"), fn(flat.field("content"))], fields=list(MESSAGE)
-            )
-            offsets = col.offsets
-            if col.offset:
-                offsets = pc.subtract(offsets, offsets[0])
-            columns[i] = pa.ListArray.from_arrays(
-                offsets, structs, type=pa.list_(MESSAGE), mask=col.is_null()
-            )
+            columns[i] = _rebuild_messages(col, fn)
         else:
             columns[i] = fn(col)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

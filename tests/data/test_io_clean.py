@@ -71,8 +71,8 @@ def test_reader_quarantines_every_bad_row_with_its_line_and_reason(tmp_path: Pat
     src = "data/raw/tickets.jsonl"
     assert bad[f"{src}:4"][0] == "malformed" and "invalid JSON" in bad[f"{src}:4"][1]
     assert bad[f"{src}:5"] == ("malformed", "invalid UTF-8: at byte 24")
-    assert bad[f"{src}:6"] == ("missing", "missing field 'text'")
-    assert bad[f"{src}:7"][0] == "wrong_type" and "type list" in bad[f"{src}:7"][1]
+    assert bad[f"{src}:6"] == ("missing", "missing field: 'text'")
+    assert bad[f"{src}:7"][0] == "wrong_type" and "'text' is list" in bad[f"{src}:7"][1]
     assert bad[f"{src}:8"][0] == "malformed"
     assert bad[f"{src}:9"][0] == "oversized"
 
