@@ -64,7 +64,7 @@ demo: bundle
 	    'import torch, offline; print("isolated host ready: deepseek-offline", offline.__version__, "torch", torch.__version__)' && \
 	$$iso env PATH="$(abspath $(DEMO_PREFIX))/envs/toolkit/bin:$$PATH" bash -ec ' \
 	    offline init $(DEMO_PREFIX)/workspace; cd $(DEMO_PREFIX)/workspace; \
-	    offline data sample --out data/raw; dvc repro; dvc push; dvc metrics show'
+	    offline data sample --out data/raw; dvc repro; dvc push'
 
 clean:
 	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
