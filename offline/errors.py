@@ -8,7 +8,7 @@ OfflineError                      exit 1   base class; message says what, where,
 ├── IntegrityError                exit 7   a hash, signature or archive check failed
 ├── ResourceError                 exit 8   disk full, permission denied
 ├── ToolError                     exit 9   an external tool (uv, skopeo) is missing or failed
-├── DataError                     exit 10  a dataset cannot be read or violates a validation threshold
+├── DataError                     exit 10  a dataset cannot be read or fails a validation check
 └── DoctorError                   exit 2   deepseek-doctor itself could not run (bad options)
 
 Usage errors (bad command-line syntax) exit 2; an unexpected crash exits 70.
