@@ -292,3 +292,42 @@ def test_no_output_keeps_a_value_the_pii_step_hides(tmp_path: Path) -> None:
     assert {r["step"] for r in ledger} == {"read", "pii"}
     for row in ledger:
         assert "11010519491231002X" not in row["original"] and "[CN_ID]" in row["original"]
+
+
+def test_instruction_pairs_from_csv_with_mapped_columns_run_the_default_chain(
+    tmp_path: Path,
+) -> None:
+    pairs = {
+        "path": "data/raw/pairs.csv",
+        "kind": "instruction",
+        "columns": {"instruction": "prompt", "response": "answer", "id": "n"},
+    }
+    ws = tmp_path / "ws"
+    (ws / "data/raw").mkdir(parents=True)
+    (ws / "params.yaml").write_text(yaml.safe_dump({"datasets": {"pairs": pairs}}))
+    qa = [
+        ("How do I reset my password?", "Open settings, choose security, then reset it."),
+        (
+            "Where is my parcel from Shanghai?",
+            "It left the depot today; call 13812345678 for news.",
+        ),
+        ("Why was my card charged twice?", "The second charge is a hold and drops within 3 days."),
+        (
+            "Can I change the invoice title?",
+            "Yes, before the invoice is issued, from the order page.",
+        ),
+        (
+            "The app crashes when I upload a photo.",
+            "Update to the latest version and clear the cache.",
+        ),
+    ]
+    lines = ["n,prompt,answer"] + [f'{i},"{q}","{a}"' for i, (q, a) in enumerate(qa)]
+    lines.append(f'99,"{qa[1][0]}","{qa[1][1]}"')
+    (ws / "data/raw/pairs.csv").write_text("\n".join(lines) + "\n")
+    report = clean(ws)
+    kept = pq.read_table(ws / "data/clean/pairs-00000.parquet").to_pylist()
+    assert report.docs_in == 6 and len(kept) == 5
+    assert kept[1]["response"] == "It left the depot today; call [PHONE] for news."
+    assert kept[3]["instruction"] == "Can I change the invoice title?"
+    ledger = pq.read_table(ws / "data/rejected/pairs-00000.parquet").to_pylist()
+    assert [(r["id"], r["step"]) for r in ledger] == [("99", "exact_dedup")]
