@@ -70,6 +70,16 @@ def _checks_table(report: Any) -> None:
         _out(f"  {mark} {where} {check.value:>10.4g}  limit {check.limit:g}")
 
 
+@app.command("params")
+def params_cmd() -> None:
+    """Print every data parameter with its default (what `offline init` writes)."""
+    import yaml
+
+    from offline.data.params import default_params, dump_params
+
+    sys.stdout.write(yaml.safe_dump(dump_params(default_params()), sort_keys=False))
+
+
 @app.command("validate")
 def validate_cmd(workspace: Workspace = Path("."), json_out: Json = False) -> None:
     """Schema and quality checks against params thresholds (writes metrics/validate.json)."""

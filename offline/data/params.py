@@ -204,7 +204,7 @@ def parse_params(data: Any, where: str = "params.yaml") -> Params:
     except ValidationError as exc:
         raise ConfigError(
             f"{where} has {exc.error_count()} problem(s):\n{_problems(exc)}",
-            fix=f"edit {where}; `offline init --print-params` shows every key and its default",
+            fix=f"edit {where}; `offline data params` prints every key with its default",
         ) from None
 
 

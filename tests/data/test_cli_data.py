@@ -53,3 +53,11 @@ def test_clean_json_reports_rows(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "clean", "-w", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["totals"] == {"rows_in": 1, "rows_out": 1, "rejected": 0}
+
+
+def test_params_prints_defaults_that_parse_back() -> None:
+    from offline.data.params import default_params, parse_params
+
+    result = runner.invoke(app, ["data", "params"])
+    assert result.exit_code == 0
+    assert parse_params(yaml.safe_load(result.output)) == default_params()
