@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml scripts/install-venv.sh
 
 test-deps:
 	bash scripts/install-test-deps.sh
+	PYTHON=$(PYTHON) bash scripts/install-labelstudio-venv.sh
 
 # Exit code 5 (no tests collected) means the suite is misconfigured: fail loudly, never pass.
 test: install test-deps

@@ -18,6 +18,7 @@ GROUPS: dict[str, str] = {
     "doctor": "offline.cli.doctor",
     "firewall": "offline.cli.firewall",
     "images": "offline.cli.images",
+    "label": "offline.cli.label",
     "mirror": "offline.cli.mirror",
 }
 

@@ -42,6 +42,8 @@ GITIGNORE = """\
 # DVC keeps pipeline outputs out of git (it writes data/.gitignore itself).
 /storage/
 /.dvc/site-cache/
+# Label Studio's database, secret (0600) and log: never in git.
+/.labelstudio/
 __pycache__/
 *.pyc
 .venv/

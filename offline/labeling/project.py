@@ -1,0 +1,285 @@
+"""Push cleaned rows to a Label Studio project and pull the annotations back as Parquet.
+
+A project is named after its template (or ``--project``) and remembered in
+``.labelstudio/projects.json``. Every task carries the row's ``record_id``; a push first lists
+the record ids the project already holds and imports only the others, so pushing again, or
+re-running a push that was interrupted half way, never duplicates a task. A pull writes one
+Parquet row per annotation and the agreement figures to ``metrics/label.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from offline.errors import ConfigError, NetworkError, NotFoundError
+from offline.fsutil import atomic_write_text, replace_dir
+from offline.labeling import agreement, rules, templates
+from offline.labeling.server import require_running, state_dir
+
+IMPORT_CHUNK = 500
+LABELED_DIR = Path("data/labeled")
+METRICS = Path("metrics/label.json")
+
+
+@dataclass
+class PushReport:
+    project: str
+    project_id: int
+    url: str
+    rows: int
+    already: int
+    imported: int
+    predictions: int
+
+
+@dataclass
+class PullReport:
+    projects: dict[str, int] = field(default_factory=dict)  # title -> annotations written
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def client(workspace: Path) -> Any:
+    """An SDK client for the workspace's running server (NetworkError with the start command).
+
+    Typed ``Any``: the SDK's generated models are looser than its annotations say.
+    """
+    from label_studio_sdk.client import LabelStudio
+
+    url, secret = require_running(workspace)
+    factory: Any = LabelStudio
+    return factory(base_url=url, api_key=secret.token)
+
+
+def _registry_path(workspace: Path) -> Path:
+    return state_dir(workspace) / "projects.json"
+
+
+def _registry(workspace: Path) -> dict[str, dict[str, Any]]:
+    path = _registry_path(workspace)
+    if not path.is_file():
+        return {}
+    data: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _remember(workspace: Path, title: str, project_id: int, template: str) -> None:
+    reg = _registry(workspace)
+    reg[title] = {"id": project_id, "template": template}
+    atomic_write_text(_registry_path(workspace), json.dumps(reg, indent=2, sort_keys=True) + "\n")
+
+
+def read_rows(source: Path, dataset: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The cleaned rows under ``source`` (a shard or a directory of ``<dataset>-*.parquet``)."""
+    from offline.data.records import kind_of
+
+    if source.is_file():
+        shards = [source]
+    else:
+        pattern = f"{dataset}-*.parquet" if dataset else "*.parquet"
+        shards = sorted(source.glob(pattern))
+    if not shards:
+        raise NotFoundError(
+            f"no Parquet shards under {source}" + (f" for dataset {dataset!r}" if dataset else ""),
+            fix="run `offline data clean` (or `dvc repro`) first, or pass --input/--dataset",
+        )
+    tables = [pq.read_table(p) for p in shards]
+    kinds = {kind_of(t.to_batches()[0]) if t.num_rows else None for t in tables} - {None}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"{source} mixes datasets of kinds {sorted(k for k in kinds if k)}",
+            fix="choose one with --dataset NAME",
+        )
+    kind = kinds.pop() if kinds else "text"
+    rows: list[dict[str, Any]] = []
+    for table in tables:
+        rows.extend(table.to_pylist())
+    return str(kind), rows
+
+
+def _find_project(ls: Any, title: str) -> Any | None:
+    for project in ls.projects.list():
+        if project.title == title:
+            return project
+    return None
+
+
+def _existing_record_ids(ls: Any, project_id: int) -> set[str]:
+    ids = set()
+    for task in ls.tasks.list(project=project_id, fields="all", page_size=1000):
+        rid = (task.data or {}).get("record_id")
+        if rid:
+            ids.add(str(rid))
+    return ids
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def push(
+    workspace: Path,
+    template_name: str,
+    source: Path,
+    *,
+    dataset: str | None = None,
+    project: str | None = None,
+    predictions_file: Path | None = None,
+    keyword_rules: bool = False,
+) -> PushReport:
+    """Create or update the project and import the rows it does not hold yet.
+
+    Raises:
+        ConfigError: the template's fields do not match the data (before anything is created).
+        NetworkError: the server is not running (the error shows the start command).
+    """
+    template = templates.load_template(template_name, templates.templates_dir(workspace))
+    kind, rows = read_rows(source, dataset)
+    columns = rows[0].keys() if rows else []
+    templates.check_columns(template, kind, columns)
+    by_file = rules.predictions_from_file(predictions_file, template) if predictions_file else {}
+    ls = client(workspace)
+    title = project or template_name
+    found = _find_project(ls, title)
+    if found is None:
+        found = ls.projects.create(title=title, label_config=template.label_config)
+    elif found.label_config != template.label_config:
+        ls.projects.update(id=found.id, label_config=template.label_config)
+    _remember(workspace, title, int(found.id), template_name)
+    have = _existing_record_ids(ls, int(found.id))
+    tasks, predicted = [], 0
+    for row in rows:
+        if str(row["record_id"]) in have:
+            continue
+        task: dict[str, Any] = {"data": templates.task_data(template, row)}
+        prediction = by_file.get(str(row["record_id"]))
+        if prediction is None and keyword_rules:
+            prediction = rules.keyword_prediction(template, row)
+        if prediction is not None:
+            task["predictions"] = [prediction]
+            predicted += 1
+        tasks.append(task)
+        have.add(str(row["record_id"]))
+    for chunk in _chunks(tasks, IMPORT_CHUNK):
+        ls.projects.import_tasks(id=int(found.id), request=chunk)
+    url, _ = require_running(workspace)
+    return PushReport(
+        title,
+        int(found.id),
+        f"{url}/projects/{found.id}",
+        len(rows),
+        len(rows) - len(tasks),
+        len(tasks),
+        predicted,
+    )
+
+
+def _users(ls: Any) -> dict[int, str]:
+    return {int(u.id): str(u.email or u.username) for u in ls.users.list()}
+
+
+def _annotation_rows(
+    template: templates.Template, task: Any, users: dict[int, str]
+) -> Iterator[dict[str, Any]]:
+    data = task.data or {}
+    for ann in task.annotations or []:
+        ann = ann if isinstance(ann, dict) else ann.dict()
+        if ann.get("was_cancelled"):
+            continue
+        labels = templates.labels_from_result(template, ann.get("result") or [])
+        who = ann.get("completed_by")
+        who_id = who.get("id") if isinstance(who, dict) else who
+        yield {
+            "task_id": int(task.id),
+            "annotation_id": int(ann["id"]),
+            "record_id": data.get("record_id"),
+            "dataset": data.get("dataset"),
+            "text": data.get("text"),
+            "data": json.dumps(data, ensure_ascii=False, sort_keys=True),
+            "labels": json.dumps(labels, ensure_ascii=False, sort_keys=True),
+            **{k: v for k, v in labels.items() if isinstance(v, str | int | float) or v is None},
+            "annotator": users.get(int(who_id), str(who_id)) if who_id is not None else None,
+            "created": str(ann.get("created_at")),
+            "lead_time": ann.get("lead_time"),
+        }
+
+
+def pull(workspace: Path, out: Path | None = None) -> PullReport:
+    """Write ``data/labeled/<project>.parquet`` per pushed project and ``metrics/label.json``."""
+    reg = _registry(workspace)
+    if not reg:
+        raise NotFoundError(
+            f"no project has been pushed from {workspace}",
+            fix="offline label push --template NAME --input data/clean",
+        )
+    ls = client(workspace)
+    users = _users(ls)
+    out = out or workspace / LABELED_DIR
+    tmp = out.with_name(f".{out.name}.tmp")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    report = PullReport()
+    for title, info in sorted(reg.items()):
+        template = templates.load_template(
+            str(info["template"]), templates.templates_dir(workspace)
+        )
+        try:
+            tasks = list(ls.tasks.list(project=int(info["id"]), fields="all", page_size=1000))
+        except Exception as exc:  # the SDK raises its own ApiError for a deleted project
+            raise NetworkError(f"cannot list the tasks of project {title!r}: {exc}") from None
+        rows = [r for t in tasks for r in _annotation_rows(template, t, users)]
+        table = (
+            pa.Table.from_pylist(rows) if rows else pa.table({"task_id": pa.array([], pa.int64())})
+        )
+        pq.write_table(table, tmp / f"{title}.parquet", compression="zstd")
+        report.projects[title] = len(rows)
+        report.metrics[title] = {
+            "tasks": len(tasks),
+            "annotations": len(rows),
+            "annotated_tasks": len({r["task_id"] for r in rows}),
+            "agreement": agreement.agreement(
+                template, [{"id": t.id, "annotations": t.annotations or []} for t in tasks]
+            ),
+        }
+    replace_dir(tmp, out)
+    (workspace / METRICS.parent).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        workspace / METRICS, json.dumps(report.metrics, indent=2, ensure_ascii=False) + "\n"
+    )
+    return report
+
+
+def accept_predictions(workspace: Path, project: str | None = None) -> dict[str, int]:
+    """Turn each unannotated task's first prediction into an annotation by the admin.
+
+    For demos and bootstrapping only: the labels are the model's or the rules', not a person's.
+    """
+    reg = _registry(workspace)
+    titles = [project] if project else sorted(reg)
+    missing = [t for t in titles if t not in reg]
+    if missing:
+        raise NotFoundError(
+            f"no pushed project named {missing[0]!r}", fix="see `offline label push`"
+        )
+    ls = client(workspace)
+    accepted: dict[str, int] = {}
+    for title in titles:
+        count = 0
+        for task in ls.tasks.list(project=int(reg[title]["id"]), fields="all", page_size=1000):
+            preds = task.predictions or []
+            if task.annotations or not preds:
+                continue
+            first = preds[0] if isinstance(preds[0], dict) else preds[0].dict()
+            ls.annotations.create(id=int(task.id), result=first.get("result") or [], lead_time=0.0)
+            count += 1
+        accepted[title] = count
+    return accepted

@@ -1,0 +1,191 @@
+"""A real Label Studio server on a host with a route out, where every packet leaving is counted.
+
+The server and every ``offline label`` command run inside a network namespace whose default
+route leads to a fake internet (``tests.fixtures.netns``), and whose resolver lives there too;
+an nft counter on the namespace's output counts every packet that leaves other than on loopback.
+Label Studio phoning home (Sentry, analytics, version check, a DNS lookup) would show in it.
+One server per module: its cold start takes about half a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.fixtures.netns import INET_V4, FakeInternet, fake_internet
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PORT = 18_731
+AUDIT = """
+table inet audit {
+    counter egress {}
+    chain out {
+        type filter hook output priority 0; policy accept;
+        oifname "lo" accept
+        # The kernel's own neighbour discovery and multicast reports on the new link.
+        meta l4proto ipv6-icmp accept
+        counter name "egress"
+    }
+}
+"""
+
+
+@dataclass
+class Site:
+    net: FakeInternet
+    ws: Path
+    baseline: int = 0
+
+    def offline(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.net.host.run([str(BIN / "offline"), *args, "-w", str(self.ws)], timeout=timeout)
+
+    def python(self, code: str) -> Any:
+        proc = self.net.host.run([sys.executable, "-c", code, str(self.ws)], timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def egress(self) -> int:
+        proc = self.net.host.run(["nft", "-j", "list", "counter", "inet", "audit", "egress"])
+        items = json.loads(proc.stdout)["nftables"]
+        return int(next(i["counter"]["packets"] for i in items if "counter" in i))
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"{proc.args}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CI runs as root)")
+    subprocess.run(["bash", str(ROOT / "scripts/install-labelstudio-venv.sh")], check=True)
+    base = tmp_path_factory.mktemp("label")
+    ws = base / "ws"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for args in (
+        ["init", str(ws)],
+        ["data", "sample", "--out", str(ws / "data/raw"), "--rows", "200"],
+    ):
+        subprocess.run([str(BIN / "offline"), *args], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [str(BIN / "offline"), "data", "clean", "-w", str(ws)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    with fake_internet("dsl") as net:
+        rules = base / "audit.nft"
+        rules.write_text(AUDIT)
+        ok(net.host.run(["nft", "-f", str(rules)]))
+        net.host.etc("resolv.conf", f"nameserver {INET_V4}\n")
+        site = Site(net, ws)
+        ok(
+            site.offline(
+                "label", "server", "start", "--port", str(PORT), "--timeout", "400", timeout=420
+            )
+        )
+        try:
+            yield site
+        finally:
+            site.offline("label", "server", "stop")
+
+
+def sdk(code: str) -> str:
+    """A script that talks to the workspace's server with the SDK and prints JSON."""
+    return (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from offline.labeling.project import client\n"
+        "ls = client(Path(sys.argv[1]))\n" + code
+    )
+
+
+def test_status_secret_and_a_page_with_telemetry_off(site: Site) -> None:
+    status = json.loads(ok(site.offline("label", "server", "status", "--json")))
+    assert status["running"] and status["url"] == f"http://127.0.0.1:{PORT}"
+    secret = site.ws / ".labelstudio/secret.json"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    page = ok(site.net.host.run(["curl", "-s", f"http://127.0.0.1:{PORT}/user/login/"]))
+    assert "collect_analytics = false" in page
+    assert 'src="http' not in page
+
+
+def test_a_lan_bind_needs_a_password_file(site: Site) -> None:
+    proc = site.offline("label", "server", "start", "--host", "0.0.0.0", "--port", str(PORT + 1))
+    assert proc.returncode == 3 and "password file" in proc.stderr
+
+
+def test_a_template_that_does_not_fit_the_data_creates_nothing(site: Site) -> None:
+    proc = site.offline("label", "push", "--template", "ner", "--dataset", "conversations")
+    assert proc.returncode == 3, proc.stderr
+    assert "ner" in proc.stderr
+    titles = site.python(sdk("print(json.dumps([p.title for p in ls.projects.list()]))"))
+    assert "ner" not in titles
+
+
+def test_push_twice_adds_nothing_and_pull_writes_annotations_and_agreement(site: Site) -> None:
+    first = json.loads(
+        ok(
+            site.offline(
+                "label",
+                "push",
+                "--template",
+                "classification",
+                "--dataset",
+                "tickets",
+                "--rules",
+                "--json",
+            )
+        )
+    )
+    assert first["imported"] > 100 and first["already"] == 0 and first["predictions"] > 0
+    again = json.loads(
+        ok(
+            site.offline(
+                "label", "push", "--template", "classification", "--dataset", "tickets", "--json"
+            )
+        )
+    )
+    assert again["imported"] == 0 and again["already"] == first["rows"]
+    pid = first["project_id"]
+    # Two annotators label the first ten tasks; they disagree on two.
+    script = sdk(
+        f"tasks = list(ls.tasks.list(project={pid}, fields='all', page_size=1000))[:10]\n"
+        "second = ls.users.create(email='ann2@example.com', username='ann2@example.com')\n"
+        "for i, t in enumerate(tasks):\n"
+        "    other = 'billing' if i >= 2 else 'refund'\n"
+        "    for who, label in ((None, 'billing'), (second.id, other)):\n"
+        "        result = [{'from_name': 'category', 'to_name': 'text', 'type': 'choices',\n"
+        "                   'value': {'choices': [label]}}]\n"
+        "        extra = {'completed_by': who} if who else {}\n"
+        "        ls.annotations.create(id=t.id, result=result, lead_time=2.5, **extra)\n"
+        "print(json.dumps([t.data['record_id'] for t in tasks]))\n"
+    )
+    record_ids = site.python(script)
+    out = json.loads(ok(site.offline("label", "pull", "--json")))
+    table = pq.read_table(site.ws / "data/labeled/classification.parquet").to_pylist()
+    assert len(table) == 20 and {r["record_id"] for r in table} == set(record_ids)
+    assert {r["annotator"] for r in table} == {"admin@deepseek-offline.local", "ann2@example.com"}
+    assert all(r["lead_time"] == 2.5 and r["label"] in ("billing", "refund") for r in table)
+    metrics = json.loads((site.ws / "metrics/label.json").read_text())
+    assert metrics == out
+    assert metrics["classification"]["annotated_tasks"] == 10
+    assert metrics["classification"]["agreement"]["tasks_with_2plus"] == 10
+
+
+def test_nothing_left_the_host(site: Site) -> None:
+    # Runs last in this module: the server has started, served pages and the API.
+    assert site.egress() == site.baseline
