@@ -145,6 +145,8 @@ def pull_cmd(
     if json_out:
         print_json(done.metrics)
         return
+    if not done.projects:
+        _out(f"no project pushed yet (`offline label push --template NAME`): {out} is empty")
     for title, n in done.projects.items():
         _out(f"{title}: {n} annotation(s) -> {out / (title + '.parquet')}")
 

@@ -51,7 +51,7 @@ __pycache__/
 
 
 def stages() -> dict[str, Any]:
-    """The ``dvc.yaml`` stages that exist so far: validate -> clean -> split."""
+    """The ``dvc.yaml`` stages that exist so far: validate -> clean -> (label) -> split."""
     return {
         "stages": {
             "validate": {
@@ -77,6 +77,15 @@ def stages() -> dict[str, Any]:
                         }
                     }
                 ],
+            },
+            # Re-pulled on every repro (annotations change on the server, not in files); until
+            # a project is pushed it writes an empty snapshot and needs no server.
+            "label": {
+                "cmd": "offline label pull --out data/labeled",
+                "deps": ["data/clean"],
+                "outs": ["data/labeled"],
+                "metrics": [{"metrics/label.json": {"cache": False}}],
+                "always_changed": True,
             },
             "split": {
                 "cmd": "offline data split",

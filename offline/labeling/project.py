@@ -214,14 +214,15 @@ def _annotation_rows(
 def pull(workspace: Path, out: Path | None = None) -> PullReport:
     """Write ``data/labeled/<project>.parquet`` per pushed project and ``metrics/label.json``."""
     reg = _registry(workspace)
+    out = out or workspace / LABELED_DIR
     if not reg:
-        raise NotFoundError(
-            f"no project has been pushed from {workspace}",
-            fix="offline label push --template NAME --input data/clean",
-        )
+        # Nothing pushed yet: an empty snapshot, so the pipeline runs before labeling starts.
+        out.mkdir(parents=True, exist_ok=True)
+        (workspace / METRICS.parent).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(workspace / METRICS, "{}\n")
+        return PullReport()
     ls = client(workspace)
     users = _users(ls)
-    out = out or workspace / LABELED_DIR
     tmp = out.with_name(f".{out.name}.tmp")
     import shutil
 
