@@ -130,6 +130,27 @@ def push_cmd(
     )
 
 
+@app.command("sample")
+def sample_cmd(
+    per_step: Annotated[
+        int, typer.Option("--per-step", min=1, help="Rows per step (and kept).")
+    ] = 20,
+    seed: Annotated[int, typer.Option(help="Same seed, same sample.")] = 0,
+    workspace: Workspace = Path("."),
+    json_out: Json = False,
+) -> None:
+    """Push a stratified sample of kept and rejected rows per cleaning step for review;
+    `pull` then reports each step's precision in metrics/label.json."""
+    from offline.labeling.project import sample
+
+    done = sample(workspace, per_step, seed)
+    if json_out:
+        print_json(done.__dict__)
+        return
+    already = f"{done.already} already there"
+    _out(f"{done.project}: {done.imported} review task(s) imported, {already}; {done.url}")
+
+
 @app.command("pull")
 def pull_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory for the Parquet files.")] = Path(

@@ -243,6 +243,8 @@ def pull(workspace: Path, out: Path | None = None) -> PullReport:
         )
         pq.write_table(table, tmp / f"{title}.parquet", compression="zstd")
         report.projects[title] = len(rows)
+        if template.name == REVIEW_TEMPLATE:
+            report.metrics.setdefault("cleaning_precision", {}).update(step_precision(rows))
         report.metrics[title] = {
             "tasks": len(tasks),
             "annotations": len(rows),
@@ -284,3 +286,109 @@ def accept_predictions(workspace: Path, project: str | None = None) -> dict[str,
             count += 1
         accepted[title] = count
     return accepted
+
+
+REVIEW_TEMPLATE = "cleaning_review"
+KEPT = "kept"
+
+
+def _order_key(seed: int, *parts: object) -> str:
+    import hashlib
+
+    return hashlib.blake2b(f"{seed}\x00{parts}".encode(), digest_size=8).hexdigest()
+
+
+def review_rows(workspace: Path, per_step: int, seed: int = 0) -> list[dict[str, Any]]:
+    """A stratified sample of cleaning decisions: ``per_step`` rejected rows of every step from
+    the ledger, and ``per_step`` kept rows of every dataset; the same seed gives the same rows."""
+    from offline.data.clean import CLEAN_DIR, REJECTED_DIR
+    from offline.data.records import joined_text
+
+    ledger_files = sorted((workspace / REJECTED_DIR).glob("*.parquet"))
+    if not ledger_files:
+        raise NotFoundError(
+            f"no ledger under {workspace / REJECTED_DIR}", fix="run `offline data clean` first"
+        )
+    picked: list[dict[str, Any]] = []
+    ledger = pa.concat_tables([pq.read_table(p) for p in ledger_files]).to_pylist()
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for row in ledger:
+        by_step.setdefault(str(row["step"]), []).append(row)
+    for step, rows in sorted(by_step.items()):
+        rows.sort(key=lambda r: _order_key(seed, r["dataset"], r["source"], step))
+        for r in rows[:per_step]:
+            picked.append(
+                _review(r["dataset"], r["source"], step, "rejected", r["reason"], r["original"])
+            )
+    for shard in sorted((workspace / CLEAN_DIR).glob("*.parquet")):
+        table = pq.read_table(shard)
+        if "record_id" not in table.column_names or not table.num_rows:
+            continue  # time series: nothing to read
+        texts = joined_text(table.combine_chunks().to_batches()[0])
+        kept = list(zip(table.to_pylist(), texts, strict=True))
+        kept.sort(key=lambda rt: _order_key(seed, rt[0]["dataset"], rt[0]["source"], KEPT))
+        for r, text in kept[:per_step]:
+            picked.append(
+                _review(r["dataset"], r["source"], KEPT, "kept", "passed every step", text)
+            )
+    return picked
+
+
+def _review(
+    dataset: str, source: str, step: str, decision: str, reason: str, text: str
+) -> dict[str, Any]:
+    import hashlib
+
+    ident = hashlib.blake2b(f"{dataset}\x00{source}\x00{step}".encode(), digest_size=10).hexdigest()
+    return {
+        "record_id": ident,
+        "dataset": dataset,
+        "source": source,
+        "step": step,
+        "decision": decision,
+        "reason": reason,
+        "text": text,
+    }
+
+
+def sample(workspace: Path, per_step: int, seed: int = 0) -> PushReport:
+    """Push :func:`review_rows` as tasks of the ``cleaning_review`` project (idempotent)."""
+    template = templates.load_template(REVIEW_TEMPLATE, templates.templates_dir(workspace))
+    rows = review_rows(workspace, per_step, seed)
+    ls = client(workspace)
+    found = _find_project(ls, REVIEW_TEMPLATE)
+    if found is None:
+        found = ls.projects.create(title=REVIEW_TEMPLATE, label_config=template.label_config)
+    _remember(workspace, REVIEW_TEMPLATE, int(found.id), REVIEW_TEMPLATE)
+    have = _existing_record_ids(ls, int(found.id))
+    new = [{"data": r} for r in rows if r["record_id"] not in have]
+    for chunk in _chunks(new, IMPORT_CHUNK):
+        ls.projects.import_tasks(id=int(found.id), request=chunk)
+    url, _ = require_running(workspace)
+    return PushReport(
+        REVIEW_TEMPLATE,
+        int(found.id),
+        f"{url}/projects/{found.id}",
+        len(rows),
+        len(rows) - len(new),
+        len(new),
+        0,
+    )
+
+
+def step_precision(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per cleaning step: reviews, how many said the decision was right, and that share (the
+    step's precision for rejections; for ``kept`` rows, the share rightly kept)."""
+    tally: dict[str, list[int]] = {}
+    for row in rows:
+        verdict = row.get("verdict")
+        if verdict not in ("correct", "wrong"):
+            continue
+        step = str(json.loads(row["data"]).get("step"))
+        counts = tally.setdefault(step, [0, 0])
+        counts[0] += 1
+        counts[1] += verdict == "correct"
+    return {
+        step: {"reviewed": n, "correct": c, "precision": round(c / n, 4)}
+        for step, (n, c) in sorted(tally.items())
+    }

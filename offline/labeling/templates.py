@@ -48,7 +48,7 @@ CONTRACT_FILE = "templates.toml"
 ENV_DIR = "DEEPSEEK_OFFLINE_LABELING_DIR"
 # Id metadata every task carries besides the template's fields; record_id de-duplicates re-pushes.
 META_FIELDS = ("record_id", "dataset", "source", "id")
-DatasetKind = Literal["text", "instruction", "conversation"]
+DatasetKind = Literal["text", "instruction", "conversation", "ledger"]
 ControlType = Literal["choices", "labels", "rating", "textarea"]
 # The XML tag of each control type, and the child tag that carries its allowed values.
 _TAGS: dict[str, str] = {

@@ -186,6 +186,33 @@ def test_push_twice_adds_nothing_and_pull_writes_annotations_and_agreement(site:
     assert metrics["classification"]["agreement"]["tasks_with_2plus"] == 10
 
 
+def test_review_samples_give_each_cleaning_step_its_precision(site: Site) -> None:
+    first = json.loads(ok(site.offline("label", "sample", "--per-step", "3", "--json")))
+    again = json.loads(ok(site.offline("label", "sample", "--per-step", "3", "--json")))
+    assert first["imported"] == first["rows"] > 0
+    assert again["imported"] == 0 and again["already"] == first["rows"]
+    ledger = pq.read_table(site.ws / "data/rejected").column("step").to_pylist()
+    # Reviewers agree with every decision but one: the first kept row should have gone.
+    pid = first["project_id"]
+    script = sdk(
+        f"tasks = list(ls.tasks.list(project={pid}, fields='all', page_size=1000))\n"
+        "wrong = next(t.id for t in tasks if t.data['step'] == 'kept')\n"
+        "for t in tasks:\n"
+        "    verdict = 'wrong' if t.id == wrong else 'correct'\n"
+        "    result = [{'from_name': 'verdict', 'to_name': 'text', 'type': 'choices',\n"
+        "               'value': {'choices': [verdict]}}]\n"
+        "    ls.annotations.create(id=t.id, result=result, lead_time=1.0)\n"
+        "print(json.dumps(sorted({t.data['step'] for t in tasks})))\n"
+    )
+    steps = site.python(script)
+    assert set(steps) == set(ledger) | {"kept"}
+    precision = json.loads(ok(site.offline("label", "pull", "--json")))["cleaning_precision"]
+    assert set(precision) == set(steps)
+    kept = precision.pop("kept")
+    assert kept["reviewed"] == 6 and kept["correct"] == 5  # 3 per dataset (tickets, chats)
+    assert all(p["precision"] == 1.0 for p in precision.values())
+
+
 def test_nothing_left_the_host(site: Site) -> None:
     # Runs last in this module: the server has started, served pages and the API.
     assert site.egress() == site.baseline
