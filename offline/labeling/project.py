@@ -51,10 +51,25 @@ def client(workspace: Path) -> Any:
     Typed ``Any``: the SDK's generated models are looser than its annotations say.
     """
     from label_studio_sdk.client import LabelStudio
+    from label_studio_sdk.core.api_error import ApiError
 
     url, secret = require_running(workspace)
     factory: Any = LabelStudio
-    return factory(base_url=url, api_key=secret.token)
+    ls = factory(base_url=url, api_key=secret.token)
+    try:
+        ls.users.whoami()
+    except ApiError as exc:
+        if exc.status_code in (401, 403):
+            raise ConfigError(
+                f"Label Studio at {url} refused the API token"
+                f" in {state_dir(workspace) / 'secret.json'}",
+                fix="put the admin's token (Account & Settings in the Label Studio page) under"
+                " `token` in that file",
+            ) from None
+        raise NetworkError(
+            f"Label Studio at {url} answered {exc.status_code}: {exc.body}"
+        ) from None
+    return ls
 
 
 def _registry_path(workspace: Path) -> Path:

@@ -128,6 +128,19 @@ def test_a_lan_bind_needs_a_password_file(site: Site) -> None:
     assert proc.returncode == 3 and "password file" in proc.stderr
 
 
+def test_a_wrong_token_is_a_clear_error(site: Site) -> None:
+    path = site.ws / ".labelstudio/secret.json"
+    saved = path.read_text()
+    secret = json.loads(saved)
+    path.write_text(json.dumps({**secret, "token": "0" * 40}))
+    try:
+        proc = site.offline("label", "push", "--template", "classification", "--dataset", "tickets")
+    finally:
+        path.write_text(saved)
+    assert proc.returncode == 3, proc.stderr
+    assert "refused the API token" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_a_template_that_does_not_fit_the_data_creates_nothing(site: Site) -> None:
     proc = site.offline("label", "push", "--template", "ner", "--dataset", "conversations")
     assert proc.returncode == 3, proc.stderr
