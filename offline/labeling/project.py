@@ -165,7 +165,7 @@ def push(
     found = _find_project(ls, title)
     if found is None:
         found = ls.projects.create(title=title, label_config=template.label_config)
-    elif found.label_config != template.label_config:
+    elif (found.label_config or "").strip() != template.label_config.strip():
         ls.projects.update(id=found.id, label_config=template.label_config)
     _remember(workspace, title, int(found.id), template_name)
     have = _existing_record_ids(ls, int(found.id))

@@ -67,6 +67,29 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
+def add_instruction_pairs(ws: Path) -> None:
+    """An instruction/response dataset beside the sample, for the SFT review template."""
+    import yaml
+
+    pairs = [
+        {"prompt": f"How do I {verb} my {thing}?", "answer": f"Open {place}, then choose {verb}."}
+        for verb, thing, place in (
+            ("reset", "password", "account settings"),
+            ("track", "parcel", "the orders page"),
+            ("cancel", "subscription", "billing"),
+            ("download", "invoice", "the invoices tab"),
+        )
+    ]
+    (ws / "data/raw/pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["datasets"]["pairs"] = {
+        "path": "data/raw/pairs.jsonl",
+        "kind": "instruction",
+        "columns": {"instruction": "prompt", "response": "answer"},
+    }
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     if os.geteuid() != 0:
@@ -80,6 +103,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         ["data", "sample", "--out", str(ws / "data/raw"), "--rows", "200"],
     ):
         subprocess.run([str(BIN / "offline"), *args], check=True, env=env, capture_output=True)
+    add_instruction_pairs(ws)
     subprocess.run(
         [str(BIN / "offline"), "data", "clean", "-w", str(ws)],
         check=True,
@@ -147,6 +171,58 @@ def test_a_template_that_does_not_fit_the_data_creates_nothing(site: Site) -> No
     assert "ner" in proc.stderr
     titles = site.python(sdk("print(json.dumps([p.title for p in ls.projects.list()]))"))
     assert "ner" not in titles
+
+
+@pytest.mark.parametrize(
+    ("template", "dataset"),
+    [("ner", "tickets"), ("sft_review", "pairs"), ("conversation_review", "conversations")],
+)
+def test_every_template_makes_a_project_the_server_accepts(
+    site: Site, template: str, dataset: str
+) -> None:
+    done = json.loads(
+        ok(site.offline("label", "push", "--template", template, "--dataset", dataset, "--json"))
+    )
+    assert done["imported"] == done["rows"] > 0
+    script = sdk(f"print(json.dumps(ls.projects.get(id={done['project_id']}).label_config))")
+    assert site.python(script).strip() == (ROOT / f"labeling/{template}.xml").read_text().strip()
+
+
+def test_a_push_interrupted_half_way_completes_without_duplicates(site: Site) -> None:
+    # The first half of the tasks arrives as an interrupted push would have left them.
+    script = sdk(
+        "import pyarrow.parquet as pq\n"
+        "from offline.labeling import templates\n"
+        "t = templates.load_template('classification')\n"
+        "rows = pq.read_table(Path(sys.argv[1]) / 'data/clean/tickets-00000.parquet').to_pylist()\n"
+        "p = ls.projects.create(title='half-way', label_config=t.label_config)\n"
+        "half = [{'data': templates.task_data(t, r)} for r in rows[: len(rows) // 2]]\n"
+        "ls.projects.import_tasks(id=p.id, request=half)\n"
+        "print(json.dumps(len(half)))\n"
+    )
+    half = site.python(script)
+    done = json.loads(
+        ok(
+            site.offline(
+                "label",
+                "push",
+                "--template",
+                "classification",
+                "--dataset",
+                "tickets",
+                "--project",
+                "half-way",
+                "--json",
+            )
+        )
+    )
+    assert done["already"] == half and done["imported"] == done["rows"] - half
+    count = sdk(
+        f"tasks = list(ls.tasks.list(project={done['project_id']}, fields='all', page_size=1000))\n"
+        "ids = [t.data['record_id'] for t in tasks]\n"
+        "print(json.dumps([len(ids), len(set(ids))]))\n"
+    )
+    assert site.python(count) == [done["rows"], done["rows"]]
 
 
 def test_push_twice_adds_nothing_and_pull_writes_annotations_and_agreement(site: Site) -> None:
@@ -222,7 +298,7 @@ def test_review_samples_give_each_cleaning_step_its_precision(site: Site) -> Non
     precision = json.loads(ok(site.offline("label", "pull", "--json")))["cleaning_precision"]
     assert set(precision) == set(steps)
     kept = precision.pop("kept")
-    assert kept["reviewed"] == 6 and kept["correct"] == 5  # 3 per dataset (tickets, chats)
+    assert kept["reviewed"] == 9 and kept["correct"] == 8  # 3 per dataset: tickets, chats, pairs
     assert all(p["precision"] == 1.0 for p in precision.values())
 
 
