@@ -142,9 +142,25 @@ def test_status_secret_and_a_page_with_telemetry_off(site: Site) -> None:
     assert status["running"] and status["url"] == f"http://127.0.0.1:{PORT}"
     secret = site.ws / ".labelstudio/secret.json"
     assert secret.stat().st_mode & 0o777 == 0o600
-    page = ok(site.net.host.run(["curl", "-s", f"http://127.0.0.1:{PORT}/user/login/"]))
-    assert "collect_analytics = false" in page
-    assert 'src="http' not in page
+    # Log in through the form as a browser does and read the app page's settings.
+    script = (
+        "import json, sys, httpx\n"
+        "s = json.load(open(sys.argv[1] + '/.labelstudio/secret.json'))\n"
+        f"base = 'http://127.0.0.1:{PORT}'\n"
+        "c = httpx.Client(base_url=base, follow_redirects=True)\n"
+        "c.get('/user/login/')\n"
+        "form = {'email': s['username'], 'password': s['password'],\n"
+        "        'csrfmiddlewaretoken': c.cookies.get('csrftoken')}\n"
+        "c.post('/user/login/', data=form, headers={'Referer': base + '/user/login/'})\n"
+        "page = c.get('/projects/')\n"
+        "print(json.dumps({'url': str(page.url), 'html': page.text}))\n"
+    )
+    page = site.python(script)
+    assert page["url"].endswith("/projects/"), "the admin login failed"
+    html = page["html"]
+    assert "sentry_dsn: null" in html and "collect_analytics: false" in html
+    assert '"latest_version_from_pypi": null' in html
+    assert 'src="http' not in html
 
 
 def test_a_lan_bind_needs_a_password_file(site: Site) -> None:
