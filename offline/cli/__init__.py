@@ -20,6 +20,7 @@ GROUPS: dict[str, str] = {
     "images": "offline.cli.images",
     "label": "offline.cli.label",
     "mirror": "offline.cli.mirror",
+    "train": "offline.cli.train",
 }
 
 # Top-level commands that are not groups: name -> (module, function).
