@@ -42,3 +42,28 @@ def init_model_cmd(
         f"{arch} {size}: {done.parameters:,} parameters, vocabulary {done.vocab_size}"
         f" (BPE trained on {done.texts} texts) -> {done.out}\n"
     )
+
+
+ConfigPath = Annotated[Path, typer.Option("--config", help="Training config (YAML).")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides.")]
+
+
+@app.command("validate")
+def validate_cmd(config: ConfigPath, overrides: Overrides = None) -> None:
+    """List every problem of a training config at once, without running anything."""
+    from offline.train.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    sys.stdout.write(f"{config}: ok ({cfg.task}, zero {cfg.zero_stage}, {cfg.precision})\n")
+
+
+@app.command("plan")
+def plan_cmd(
+    config: ConfigPath,
+    overrides: Overrides = None,
+    world_size: Annotated[int, typer.Option("--world-size", min=1)] = 1,
+) -> None:
+    """Print the DeepSpeed JSON the run would use."""
+    from offline.train.config import deepspeed_config, load_config
+
+    print_json(deepspeed_config(load_config(config, overrides or []), world_size))

@@ -1,0 +1,199 @@
+"""Training configs: YAML plus ``key=value`` overrides, validated at once, and the DeepSpeed JSON.
+
+``load_config`` lists every problem in one ConfigError (unknown keys, bad values, rules that tie
+fields together, paths that do not exist) so ``offline train validate`` shows them all before
+anything runs; ``deepspeed_config`` is what ``offline train plan`` prints and training uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from offline.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    train: str = "data/split/tickets/train.parquet"
+    validation: str | None = "data/split/tickets/validation.parquet"
+    max_length: int = Field(256, ge=8)
+    label_column: str = "label"
+
+
+class LoraConfig(_Strict):
+    enabled: bool = False
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = [
+        "q_a_proj",
+        "q_b_proj",
+        "kv_a_proj_with_mqa",
+        "kv_b_proj",
+        "o_proj",
+    ]
+
+
+class CheckpointConfig(_Strict):
+    dir: str = "checkpoints"
+    full_every: int = Field(500, ge=1)  # engine, optimizer, scheduler, RNG, data position
+    light_every: int = Field(100, ge=1)  # weights only
+    keep: int = Field(3, ge=1)
+
+
+class SpikeGuard(_Strict):
+    steps: int = Field(3, ge=1)  # consecutive steps above the EMA
+    threshold: float = Field(0.15, gt=0)  # relative rise over the EMA
+    action: Literal["warn", "stop", "rollback"] = "rollback"
+
+
+class GuardsConfig(_Strict):
+    spike: SpikeGuard = SpikeGuard()
+
+
+class TrainConfig(_Strict):
+    """One training run; every key has a default except the model."""
+
+    model: str
+    task: Literal["sft", "classification", "pretrain"] = "sft"
+    data: DataConfig = DataConfig()
+    output_dir: str = "models/trained"
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    zero_stage: int = Field(2, ge=0, le=3)
+    offload_optimizer: Literal["none", "cpu"] = "none"
+    offload_params: Literal["none", "cpu"] = "none"
+    micro_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_steps: int = Field(200, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    clip_grad_norm: float = Field(1.0, gt=0)
+    activation_checkpointing: bool = False
+    seed: int = 42
+    lora: LoraConfig = LoraConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    guards: GuardsConfig = GuardsConfig()
+
+    @model_validator(mode="after")
+    def _rules(self) -> TrainConfig:
+        problems = []
+        if self.offload_params == "cpu" and self.zero_stage != 3:
+            problems.append("offload_params: cpu needs zero_stage: 3")
+        if self.offload_optimizer == "cpu" and self.zero_stage == 0:
+            problems.append("offload_optimizer: cpu needs zero_stage 1, 2 or 3")
+        if self.warmup_steps >= self.max_steps:
+            problems.append("warmup_steps must be below max_steps")
+        if self.checkpoint.light_every > self.checkpoint.full_every:
+            problems.append("checkpoint.light_every must not exceed checkpoint.full_every")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``a.b=value`` pairs onto ``data``; values are parsed as YAML (``3``, ``true``, ``[x]``)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value", fix="e.g. zero_stage=3")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def _path_problems(cfg: TrainConfig, root: Path) -> list[str]:
+    problems = []
+    if not (root / cfg.model / "config.json").is_file():
+        problems.append(
+            f"model: {cfg.model} has no config.json (make one: offline train init-model --out"
+            f" {cfg.model})"
+        )
+    for name, value in (("data.train", cfg.data.train), ("data.validation", cfg.data.validation)):
+        if value is not None and not (root / value).exists():
+            problems.append(f"{name}: {value} does not exist (run `dvc repro` to make the split)")
+    return problems
+
+
+def load_config(
+    path: Path, overrides: list[str] | None = None, *, root: Path | None = None
+) -> TrainConfig:
+    """Read, override and validate a training config; every problem in one ConfigError."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise ConfigError(
+            f"{path} has {len(lines)} problem(s):\n" + "\n".join(lines),
+            fix=f"edit {path} or the key=value overrides",
+        ) from None
+    problems = _path_problems(cfg, root or path.parent)
+    if problems:
+        raise ConfigError(
+            f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    return cfg
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
+    """The DeepSpeed JSON for ``cfg`` on ``world_size`` processes."""
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.offload_optimizer == "cpu":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if cfg.offload_params == "cpu":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "train_batch_size": cfg.micro_batch_size * cfg.gradient_accumulation_steps * world_size,
+        "gradient_clipping": cfg.clip_grad_norm,
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "fp16": {"enabled": cfg.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "zero_optimization": zero,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": cfg.learning_rate,
+                "betas": [0.9, 0.95],
+                "eps": 1e-8,
+                "weight_decay": cfg.weight_decay,
+            },
+        },
+        "scheduler": {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": cfg.max_steps,
+                "warmup_num_steps": cfg.warmup_steps,
+                "cos_min_ratio": cfg.min_lr_ratio,
+            },
+        },
+        "activation_checkpointing": {"partition_activations": cfg.activation_checkpointing},
+        "steps_per_print": 10**9,  # the toolkit logs; DeepSpeed's own print stays quiet
+        "wall_clock_breakdown": False,
+    }
