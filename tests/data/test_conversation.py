@@ -11,6 +11,7 @@ import pytest
 from offline.data.records import schema_for
 from offline.data.steps.base import Context
 from offline.data.steps.conversation import ConversationParams, conversation
+from tests.data.batches import make_batch
 
 Turns = list[tuple[str, str | None]]
 
@@ -22,26 +23,9 @@ GOOD: Turns = [
 ]
 
 
-def make_batch(rows: list[Turns | None]) -> pa.RecordBatch:
-    n = len(rows)
-    messages = [None if r is None else [{"role": a, "content": b} for a, b in r] for r in rows]
-    data: dict[str, list[Any]] = {
-        "record_id": [f"r{i}" for i in range(n)],
-        "dataset": ["chats"] * n,
-        "source": [f"chats.jsonl:{i + 1}" for i in range(n)],
-        "original": ["{}"] * n,
-        "id": [None] * n,
-        "cluster": [f"r{i}" for i in range(n)],
-        "meta": [None] * n,
-        "messages": messages,
-        "label": [None] * n,
-    }
-    return pa.RecordBatch.from_pydict(data, schema=schema_for("conversation"))
-
-
 def run(rows: list[Turns | None], **params: Any) -> tuple[list[str | None], pa.RecordBatch]:
     step = conversation(ConversationParams(**params), Context(Path("."), "chats", "conversation"))
-    out = step(make_batch(rows))
+    out = step(make_batch("conversation", rows))
     assert out.batch.num_rows == len(rows)
     assert out.batch.schema == schema_for("conversation")
     return out.reasons, out.batch
@@ -58,7 +42,7 @@ def test_well_formed_conversations_pass_untouched() -> None:
     assert reasons == [None, None, None]
     assert (
         batch.column("messages").to_pylist()
-        == make_batch([GOOD, with_system, GOOD[:2]]).column("messages").to_pylist()
+        == make_batch("conversation", [GOOD, with_system, GOOD[:2]]).column("messages").to_pylist()
     )
 
 
@@ -125,7 +109,7 @@ def test_empty_turns_are_dropped_and_counted() -> None:
         GOOD,
     ]
     step = conversation(ConversationParams(), Context(Path("."), "chats", "conversation"))
-    out = step(make_batch(rows))
+    out = step(make_batch("conversation", rows))
     assert out.counts == {"empty_turns_dropped": 4}
     assert out.reasons == [None, None, None]
     messages = out.batch.column("messages").to_pylist()
@@ -134,7 +118,7 @@ def test_empty_turns_are_dropped_and_counted() -> None:
         {"role": "assistant", "content": "hello"},
     ]
     assert [m["content"] for m in messages[1]] == ["q", "a", "q2", "a2"]
-    assert messages[2] == make_batch([GOOD]).column("messages").to_pylist()[0]
+    assert messages[2] == make_batch("conversation", [GOOD]).column("messages").to_pylist()[0]
 
 
 def test_dropping_empty_turns_can_break_alternation_reported_at_the_input_index() -> None:
@@ -184,7 +168,7 @@ def test_sliced_batches_keep_their_rows_aligned() -> None:
         [("user", "c"), ("user", "d"), ("assistant", "e")],
     ]
     step = conversation(ConversationParams(), Context(Path("."), "chats", "conversation"))
-    out = step(make_batch(rows).slice(1))
+    out = step(make_batch("conversation", rows).slice(1))
     assert out.reasons == [
         None,
         "no messages",
