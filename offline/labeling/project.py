@@ -10,7 +10,7 @@ Parquet row per annotation and the agreement figures to ``metrics/label.json``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,33 +162,56 @@ def push(
     by_file = rules.predictions_from_file(predictions_file, template) if predictions_file else {}
     ls = client(workspace)
     title = project or template_name
-    found = _find_project(ls, title)
-    if found is None:
-        found = ls.projects.create(title=title, label_config=template.label_config)
-    elif (found.label_config or "").strip() != template.label_config.strip():
-        ls.projects.update(id=found.id, label_config=template.label_config)
-    _remember(workspace, title, int(found.id), template_name)
-    have = _existing_record_ids(ls, int(found.id))
-    tasks, predicted = [], 0
-    for row in rows:
-        if str(row["record_id"]) in have:
-            continue
+    project_id = _open_project(workspace, ls, title, template)
+
+    def make_task(row: dict[str, Any]) -> dict[str, Any]:
         task: dict[str, Any] = {"data": templates.task_data(template, row)}
         prediction = by_file.get(str(row["record_id"]))
         if prediction is None and keyword_rules:
             prediction = rules.keyword_prediction(template, row)
         if prediction is not None:
             task["predictions"] = [prediction]
-            predicted += 1
-        tasks.append(task)
-        have.add(str(row["record_id"]))
+        return task
+
+    return _import_new(workspace, ls, title, project_id, rows, make_task)
+
+
+def _open_project(workspace: Path, ls: Any, title: str, template: templates.Template) -> int:
+    """The id of the project titled ``title``, created (or its label config brought up to
+    date) from ``template``, and remembered for ``pull``."""
+    found = _find_project(ls, title)
+    if found is None:
+        found = ls.projects.create(title=title, label_config=template.label_config)
+    elif (found.label_config or "").strip() != template.label_config.strip():
+        ls.projects.update(id=found.id, label_config=template.label_config)
+    _remember(workspace, title, int(found.id), template.name)
+    return int(found.id)
+
+
+def _import_new(
+    workspace: Path,
+    ls: Any,
+    title: str,
+    project_id: int,
+    rows: list[dict[str, Any]],
+    make_task: Callable[[dict[str, Any]], dict[str, Any]],
+) -> PushReport:
+    """Import the rows whose ``record_id`` the project does not hold yet, in chunks."""
+    have = _existing_record_ids(ls, project_id)
+    tasks = []
+    for row in rows:
+        rid = str(row["record_id"])
+        if rid not in have:
+            tasks.append(make_task(row))
+            have.add(rid)
     for chunk in _chunks(tasks, IMPORT_CHUNK):
-        ls.projects.import_tasks(id=int(found.id), request=chunk)
+        ls.projects.import_tasks(id=project_id, request=chunk)
     url, _ = require_running(workspace)
+    predicted = sum(1 for t in tasks if "predictions" in t)
     return PushReport(
         title,
-        int(found.id),
-        f"{url}/projects/{found.id}",
+        project_id,
+        f"{url}/projects/{project_id}",
         len(rows),
         len(rows) - len(tasks),
         len(tasks),
@@ -371,24 +394,8 @@ def sample(workspace: Path, per_step: int, seed: int = 0) -> PushReport:
     template = templates.load_template(REVIEW_TEMPLATE, templates.templates_dir(workspace))
     rows = review_rows(workspace, per_step, seed)
     ls = client(workspace)
-    found = _find_project(ls, REVIEW_TEMPLATE)
-    if found is None:
-        found = ls.projects.create(title=REVIEW_TEMPLATE, label_config=template.label_config)
-    _remember(workspace, REVIEW_TEMPLATE, int(found.id), REVIEW_TEMPLATE)
-    have = _existing_record_ids(ls, int(found.id))
-    new = [{"data": r} for r in rows if r["record_id"] not in have]
-    for chunk in _chunks(new, IMPORT_CHUNK):
-        ls.projects.import_tasks(id=int(found.id), request=chunk)
-    url, _ = require_running(workspace)
-    return PushReport(
-        REVIEW_TEMPLATE,
-        int(found.id),
-        f"{url}/projects/{found.id}",
-        len(rows),
-        len(rows) - len(new),
-        len(new),
-        0,
-    )
+    project_id = _open_project(workspace, ls, REVIEW_TEMPLATE, template)
+    return _import_new(workspace, ls, REVIEW_TEMPLATE, project_id, rows, lambda r: {"data": r})
 
 
 def step_precision(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
