@@ -9,6 +9,7 @@ OfflineError                      exit 1   base class; message says what, where,
 ├── ResourceError                 exit 8   disk full, permission denied
 ├── ToolError                     exit 9   an external tool (uv, skopeo) is missing or failed
 ├── DataError                     exit 10  a dataset cannot be read or fails a validation check
+├── TrainingError                 exit 11  a training guard stopped the run (NaN, loss spike, OOM)
 └── DoctorError                   exit 2   deepseek-doctor itself could not run (bad options)
 
 Usage errors (bad command-line syntax) exit 2; an unexpected crash exits 70.
@@ -63,6 +64,10 @@ class DataError(OfflineError):
     exit_code = 10
 
 
+class TrainingError(OfflineError):
+    exit_code = 11
+
+
 class DoctorError(OfflineError):
     exit_code = 2
 
@@ -83,4 +88,5 @@ __all__ = [
     "ResolutionError",
     "ResourceError",
     "ToolError",
+    "TrainingError",
 ]

@@ -1,17 +1,36 @@
-"""``offline train``: the embedded default model (training itself arrives with its loop)."""
+"""``offline train``: DeepSpeed training, its config checks and plan, and the default model.
+
+``offline train --config train.yaml [key=value ...]`` runs training: a first argument that is
+not a subcommand name goes to ``run``. ``python -m offline.train`` is the same command for
+DeepSpeed's launcher, which adds ``--local_rank``.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from offline.cli.render import print_json
 
+
+class _RunByDefault(TyperGroup):
+    """``offline train --config x.yaml`` means ``offline train run --config x.yaml``."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return list(super().parse_args(ctx, args))
+
+
 app = typer.Typer(
-    help="Local training (DeepSpeed) and the embedded default model.", no_args_is_help=True
+    cls=_RunByDefault,
+    help="Local training (DeepSpeed) and the embedded default model.",
+    no_args_is_help=True,
 )
 
 
@@ -67,3 +86,50 @@ def plan_cmd(
     from offline.train.config import deepspeed_config, load_config
 
     print_json(deepspeed_config(load_config(config, overrides or []), world_size))
+
+
+@app.command("run")
+def run_cmd(
+    config: ConfigPath,
+    overrides: Overrides = None,
+    resume: Annotated[
+        str,
+        typer.Option(
+            help="none: a fresh run; auto: the newest checkpoint whose manifest verifies;"
+            " or a checkpoint directory."
+        ),
+    ] = "none",
+    local_rank: Annotated[int | None, typer.Option("--local_rank", hidden=True)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train (the default subcommand: `offline train --config train.yaml key=value ...`)."""
+    from offline.train.config import load_config
+    from offline.train.loop import train
+
+    del local_rank  # DeepSpeed's launcher passes it; LOCAL_RANK in the environment says the same
+    cfg = load_config(config, overrides or [])
+    report = train(cfg, config.parent, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if json_out:
+        print_json(
+            {
+                "output_dir": str(report.output_dir),
+                "run_dir": str(report.run_dir),
+                "steps": report.steps,
+                "resumed_from": report.resumed_from,
+                "rollbacks": report.rollbacks,
+                "metrics": report.metrics,
+            }
+        )
+        return
+    m = report.metrics
+    shown = "  ".join(
+        f"{k} {m[k]:.4f}"
+        for k in ("loss_first", "loss", "eval_loss", "perplexity", "accuracy")
+        if isinstance(m.get(k), float)
+    )
+    sys.stdout.write(
+        f"trained {report.steps} steps ({m['tokens']:,} tokens, {m['tokens_per_s']:,.0f} tok/s)"
+        f"  {shown}\n-> {report.output_dir}\n"
+    )

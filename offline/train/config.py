@@ -24,7 +24,10 @@ class DataConfig(_Strict):
     train: str = "data/split/tickets/train.parquet"
     validation: str | None = "data/split/tickets/validation.parquet"
     max_length: int = Field(256, ge=8)
-    label_column: str = "label"
+    label_column: str = "label"  # classification
+    text_column: str | None = None  # pretrain/classification; None: `text`, else every text field
+    labels: list[str] | None = None  # classification label set; None: the labels seen in train
+    shuffle: bool = True  # a fresh permutation per epoch from the seed
 
 
 class LoraConfig(_Strict):
@@ -52,10 +55,20 @@ class SpikeGuard(_Strict):
     steps: int = Field(3, ge=1)  # consecutive steps above the EMA
     threshold: float = Field(0.15, gt=0)  # relative rise over the EMA
     action: Literal["warn", "stop", "rollback"] = "rollback"
+    ema_decay: float = Field(0.9, gt=0, lt=1)
+    warmup: int = Field(10, ge=1)  # steps that only feed the EMA before it judges
+    lr_scale: float = Field(0.5, gt=0, le=1)  # LR factor after each rollback
+    max_retries: int = Field(3, ge=0)  # rollbacks before the run stops
+
+
+class ThroughputGuard(_Strict):
+    drop: float = Field(0.5, gt=0, lt=1)  # warn below this fraction of the running median
+    window: int = Field(20, ge=3)
 
 
 class GuardsConfig(_Strict):
     spike: SpikeGuard = SpikeGuard()
+    throughput: ThroughputGuard = ThroughputGuard()
 
 
 class TrainConfig(_Strict):
@@ -65,7 +78,13 @@ class TrainConfig(_Strict):
     task: Literal["sft", "classification", "pretrain"] = "sft"
     data: DataConfig = DataConfig()
     output_dir: str = "models/trained"
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    log_dir: str = "logs/train"  # train.jsonl (a line per step and per event) and TensorBoard
+    metrics_file: str = "metrics/train.json"
+    plot_file: str = "metrics/train_loss.json"
+    eval_every: int = Field(50, ge=1)
+    eval_batches: int = Field(50, ge=1)  # per evaluation, across all ranks
+    # auto: bf16 on an accelerator that has it, else fp32 (CPU runs)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     zero_stage: int = Field(2, ge=0, le=3)
     offload_optimizer: Literal["none", "cpu"] = "none"
     offload_params: Literal["none", "cpu"] = "none"
@@ -161,39 +180,67 @@ def load_config(
     return cfg
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
-    """The DeepSpeed JSON for ``cfg`` on ``world_size`` processes."""
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` becomes bf16 on a CUDA device that supports it, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if accelerator == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def uses_deepspeed_optimizer(cfg: TrainConfig, accelerator: str) -> bool:
+    """DeepSpeed's CPU Adam for optimizer offload on a GPU; torch AdamW everywhere else.
+
+    torch's AdamW needs no compiled op, so CPU runs (tests, the demo) start without a JIT build.
+    """
+    return cfg.offload_optimizer == "cpu" and accelerator == "cuda"
+
+
+def deepspeed_config(
+    cfg: TrainConfig, world_size: int = 1, accelerator: str = "cpu"
+) -> dict[str, Any]:
+    """The DeepSpeed JSON for ``cfg`` on ``world_size`` processes of ``accelerator``.
+
+    The learning-rate schedule (linear warmup, cosine decay to ``min_lr_ratio``, scaled down
+    after a spike rollback) is the toolkit's own and so is not in the JSON; the optimizer is
+    there only when DeepSpeed's own is used (see :func:`uses_deepspeed_optimizer`).
+    """
+    precision = resolve_precision(cfg.precision, accelerator)
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
     if cfg.offload_optimizer == "cpu":
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": accelerator == "cuda"}
     if cfg.offload_params == "cpu":
-        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
-    return {
+        zero["offload_param"] = {"device": "cpu", "pin_memory": accelerator == "cuda"}
+    if cfg.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    ds: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "train_batch_size": cfg.micro_batch_size * cfg.gradient_accumulation_steps * world_size,
         "gradient_clipping": cfg.clip_grad_norm,
-        "bf16": {"enabled": cfg.precision == "bf16"},
-        "fp16": {"enabled": cfg.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
         "zero_optimization": zero,
-        "optimizer": {
-            "type": "AdamW",
-            "params": {
-                "lr": cfg.learning_rate,
-                "betas": [0.9, 0.95],
-                "eps": 1e-8,
-                "weight_decay": cfg.weight_decay,
-            },
-        },
-        "scheduler": {
-            "type": "WarmupCosineLR",
-            "params": {
-                "total_num_steps": cfg.max_steps,
-                "warmup_num_steps": cfg.warmup_steps,
-                "cos_min_ratio": cfg.min_lr_ratio,
-            },
-        },
-        "activation_checkpointing": {"partition_activations": cfg.activation_checkpointing},
         "steps_per_print": 10**9,  # the toolkit logs; DeepSpeed's own print stays quiet
         "wall_clock_breakdown": False,
     }
+    if uses_deepspeed_optimizer(cfg, accelerator):
+        ds["optimizer"] = {
+            "type": "AdamW",
+            "params": {
+                "lr": cfg.learning_rate,
+                "betas": list(BETAS),
+                "eps": EPS,
+                "weight_decay": cfg.weight_decay,
+            },
+        }
+    elif cfg.offload_optimizer == "cpu":
+        ds["zero_force_ds_cpu_optimizer"] = False  # torch AdamW on the offloaded CPU states
+    return ds
+
+
+BETAS = (0.9, 0.95)
+EPS = 1e-8

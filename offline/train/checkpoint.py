@@ -1,0 +1,197 @@
+"""Crash-consistent checkpoints: full training state and light weights-only snapshots.
+
+Layout under ``checkpoint.dir``::
+
+    full/step-00000100/state/...      DeepSpeed's engine, optimizer and scheduler files
+    full/step-00000100/rng/rank-0.pt  each rank's RNG states
+    full/step-00000100/manifest.json  sha256 and size of every file above, step, data position
+    full/latest                       name of the newest complete full checkpoint
+    light/step-00000050/model.safetensors + manifest.json
+
+A checkpoint is written under a hidden temporary name, every file is fsynced, the manifest is
+written last, then the directory is renamed into place and ``latest`` is replaced atomically.
+A crash at any point leaves either the old set or the old set plus one complete new
+checkpoint; a full disk removes the partial one and leaves the previous checkpoint valid.
+``--resume auto`` takes the newest checkpoint whose manifest verifies and says which it skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offline.errors import ResourceError
+
+MANIFEST = "manifest.json"
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a fsynced temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+def seal(tmp: Path, meta: dict[str, Any]) -> None:
+    """fsync every file of ``tmp`` and write its manifest (hashes, sizes, ``meta``) last."""
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+        files[path.relative_to(tmp).as_posix()] = {
+            "sha256": _sha256(path),
+            "bytes": path.stat().st_size,
+        }
+    for directory in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
+        _fsync_dir(directory)
+    manifest = {"format": 1, "created": time.time(), **meta, "files": files}
+    write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
+def verify(directory: Path) -> str | None:
+    """``None`` when ``directory``'s manifest verifies, else what is wrong with it."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "no manifest (an interrupted write)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable manifest: {exc}"
+    for rel, entry in manifest.get("files", {}).items():
+        path = directory / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != entry["bytes"]:
+            return f"{rel} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}"
+        if _sha256(path) != entry["sha256"]:
+            return f"{rel} does not match its sha256"
+    return None
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
+    return data
+
+
+@dataclass
+class Found:
+    path: Path
+    step: int
+    skipped: list[tuple[Path, str]]  # newer checkpoints that failed verification, and why
+
+
+class Channel:
+    """One series of checkpoints (``full`` or ``light``) under a directory, newest kept."""
+
+    def __init__(self, root: Path, keep: int) -> None:
+        self.root = root
+        self.keep = keep
+
+    def steps(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints (by name), newest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for child in self.root.iterdir():
+            match = STEP_DIR.match(child.name)
+            if match and child.is_dir():
+                found.append((int(match.group(1)), child))
+        return sorted(found, reverse=True)
+
+    def newest_valid(self, before: int | None = None) -> Found | None:
+        """The newest checkpoint whose manifest verifies (optionally at a step below ``before``)."""
+        skipped: list[tuple[Path, str]] = []
+        for step, path in self.steps():
+            if before is not None and step >= before:
+                continue
+            problem = verify(path)
+            if problem is None:
+                return Found(path, step, skipped)
+            skipped.append((path, problem))
+        return None
+
+    def begin(self, step: int) -> Path:
+        """A fresh temporary directory for the checkpoint of ``step``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{step_name(step)}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        return tmp
+
+    def commit(self, tmp: Path, step: int, meta: dict[str, Any]) -> Path:
+        """Seal ``tmp``, rename it into place, point ``latest`` at it, drop the oldest."""
+        seal(tmp, {"step": step, **meta})
+        final = self.root / step_name(step)
+        if final.exists():  # re-reached after a rollback: the new state replaces the old
+            old = self.root / f".{step_name(step)}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            shutil.rmtree(old)
+        tmp.rename(final)
+        _fsync_dir(self.root)
+        write_atomic(self.root / "latest", final.name.encode())
+        for _, path in self.steps()[self.keep :]:
+            shutil.rmtree(path, ignore_errors=True)
+        return final
+
+    def abort(self, tmp: Path) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def discard_after(self, step: int) -> None:
+        """Drop checkpoints newer than ``step`` (a rollback's abandoned branch)."""
+        for found, path in self.steps():
+            if found > step:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def guarded_write(channel: Channel, step: int, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` and commit; a full disk removes the partial checkpoint and says so."""
+    tmp = channel.begin(step)
+    try:
+        write(tmp)
+        return channel.commit(tmp, step, {})
+    except OSError as exc:
+        channel.abort(tmp)
+        previous = channel.newest_valid()
+        kept = f"; {previous.path} stays valid" if previous else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceError(
+                f"disk full while writing checkpoint {step_name(step)} in {channel.root}{kept}",
+                fix="free space, lower checkpoint.keep, or set checkpoint.dir to a larger disk",
+            ) from None
+        raise ResourceError(
+            f"cannot write checkpoint {step_name(step)} in {channel.root}: {exc}{kept}"
+        ) from None

@@ -1,0 +1,940 @@
+"""``offline train``: the DeepSpeed training loop.
+
+One process per rank. Started plainly (``offline train --config ...``) it is a world of one;
+under DeepSpeed's launcher (``deepspeed ... -m offline.train ...``) every rank runs this same
+code. Every decision that ends or rewinds the run (NaN loss, spike rollback, a failed
+checkpoint write) is taken from values all ranks share, so they never diverge.
+
+A step is one optimizer update: ``gradient_accumulation_steps`` micro-batches per rank. The
+data order is a function of the seed and a global sample position (:class:`DataOrder`); a full
+checkpoint stores that position, the RNG states of every rank, the guard state and the LR scale,
+so ``--resume auto`` continues bit-for-bit where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offline.errors import ConfigError, NotFoundError, ResourceError, TrainingError
+from offline.train.checkpoint import Channel, Found, step_name, verify
+from offline.train.config import (
+    BETAS,
+    EPS,
+    TrainConfig,
+    deepspeed_config,
+    resolve_precision,
+    uses_deepspeed_optimizer,
+)
+from offline.train.data import DataOrder, Dataset, collate, load_dataset, target_tokens
+from offline.train.guards import SpikeDetector, ThroughputWatch
+
+# Fields that do not change what the weights become; every other field is part of the run's
+# identity, and checkpoints are only resumed by a run with the same identity.
+_NOT_IDENTITY = {
+    "output_dir",
+    "log_dir",
+    "metrics_file",
+    "plot_file",
+    "eval_every",
+    "eval_batches",
+    "checkpoint",
+    "guards",
+    "activation_checkpointing",
+}
+OOM_FIX = (
+    "lower micro_batch_size (raise gradient_accumulation_steps to keep the batch), use"
+    " zero_stage: 3, offload_optimizer: cpu and offload_params: cpu, or"
+    " activation_checkpointing: true"
+)
+
+
+@dataclass
+class TrainReport:
+    output_dir: Path
+    run_dir: Path
+    steps: int
+    metrics: dict[str, Any]
+    resumed_from: int | None = None
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
+
+
+class WarmupCosine:
+    """LR factor: linear warmup, cosine decay to ``min_ratio``, times ``scale`` (rollbacks).
+
+    A callable object, so LambdaLR's state_dict carries ``scale`` into checkpoints.
+    """
+
+    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
+        self.warmup, self.total, self.min_ratio, self.scale = warmup, total, min_ratio, 1.0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.scale * (step + 1) / (self.warmup + 1)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.scale * (self.min_ratio + (1 - self.min_ratio) * cosine)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _prepare_environment() -> str:
+    """Offline switches, the accelerator, and a world of one unless a launcher set one up."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        os.environ["DS_ACCELERATOR"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if "RANK" not in os.environ:
+        os.environ.update(
+            RANK="0",
+            LOCAL_RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=os.environ.get("MASTER_PORT") or str(_free_port()),
+        )
+    return os.environ["DS_ACCELERATOR"]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _model_digest(path: Path) -> str:
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for file in sorted(path.iterdir()):
+        if file.is_file():
+            digest.update(f"{file.name}:{file.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def run_identity(cfg: TrainConfig, root: Path, world_size: int) -> tuple[str, dict[str, Any]]:
+    """A short id of what the run computes: config, data and model contents, world size."""
+    ident = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_IDENTITY}
+    ident["world_size"] = world_size
+    ident["model_digest"] = _model_digest(root / cfg.model)
+    ident["data_digest"] = {
+        name: _file_digest(root / value)
+        for name, value in (("train", cfg.data.train), ("validation", cfg.data.validation))
+        if value
+    }
+    text = json.dumps(ident, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12], ident
+
+
+def _dvc_lineage(root: Path, paths: list[str]) -> list[dict[str, Any]]:
+    """The dvc.lock outputs that hold ``paths`` (stage, path, md5), for the training card."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return []
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    found = []
+    for stage, body in stages.items():
+        for out in body.get("outs", []):
+            out_path = str(out.get("path", "")).rstrip("/")
+            if any(p == out_path or p.startswith(out_path + "/") for p in paths):
+                found.append({"stage": stage, "path": out_path, "md5": out.get("md5")})
+    return found
+
+
+def _versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("deepseek-offline", "torch", "transformers", "deepspeed", "peft"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+class Trainer:
+    """Everything one rank holds during a run."""
+
+    def __init__(self, cfg: TrainConfig, root: Path, *, resume: str = "none") -> None:
+        self.cfg, self.root, self.resume = cfg, root, resume
+        self.accelerator = _prepare_environment()
+        self.rank = int(os.environ["RANK"])
+        self.world = int(os.environ["WORLD_SIZE"])
+        self.precision = resolve_precision(cfg.precision, self.accelerator)
+        self.ds_config = deepspeed_config(cfg, self.world, self.accelerator)
+        self.run_id, self.identity = run_identity(cfg, root, self.world)
+        self.run_dir = root / cfg.checkpoint.dir / self.run_id
+        self.full = Channel(self.run_dir / "full", cfg.checkpoint.keep)
+        self.light = Channel(self.run_dir / "light", cfg.checkpoint.keep)
+        self.log_dir = root / cfg.log_dir
+        self.spike = SpikeDetector(
+            cfg.guards.spike.steps,
+            cfg.guards.spike.threshold,
+            cfg.guards.spike.ema_decay,
+            cfg.guards.spike.warmup,
+        )
+        self.throughput = ThroughputWatch(cfg.guards.throughput.drop, cfg.guards.throughput.window)
+        self.spans: dict[int, tuple[int, int]] = {}  # step -> data positions it consumed
+        self.rollbacks: list[dict[str, Any]] = []
+        self.resumed_from: int | None = None
+        self.step = 0
+        self.tokens_seen = 0
+        self.train_seconds = 0.0
+        self.last_eval: dict[str, float] = {}
+        self.bar: Any = None  # tqdm on a TTY (rank 0)
+        self.tb: Any = None  # TensorBoard writer (rank 0)
+        self.jsonl: Any = None
+
+    # -- output ------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        if self.rank == 0:
+            if self.bar is not None:
+                self.bar.write(text, file=sys.stderr)
+            else:
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self.jsonl.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+            self.jsonl.flush()
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        if self.rank == 0 and self.tb is not None:
+            self.tb.add_scalar(name, value, step)
+
+    # -- collectives ---------------------------------------------------------------------
+    def all_sum(self, values: list[float]) -> list[float]:
+        import torch
+        from deepspeed import comm as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(tensor)
+        return [float(v) for v in tensor.tolist()]
+
+    def all_ok(self, ok: bool) -> bool:
+        return self.all_sum([0.0 if ok else 1.0])[0] == 0.0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            from deepspeed import comm as dist
+
+            dist.barrier()
+
+    # -- setup ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        import deepspeed
+        import torch
+        import transformers
+        from transformers import AutoTokenizer
+
+        cfg = self.cfg
+        hf_logging: Any = transformers.logging  # untyped
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        deepspeed.init_distributed(dist_backend="gloo" if self.accelerator == "cpu" else None)
+        transformers.set_seed(cfg.seed)
+        model_dir = self.root / cfg.model
+        try:
+            self.tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise NotFoundError(
+                f"model: {cfg.model} has no usable tokenizer ({exc})",
+                fix="save the tokenizer into the model directory (tok.save_pretrained)",
+            ) from None
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self._load_data()
+        self.model = self._load_model(model_dir)
+        self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        optimizer = None
+        if not uses_deepspeed_optimizer(cfg, self.accelerator):
+            decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
+            other = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+            optimizer = torch.optim.AdamW(
+                [
+                    {"params": decay, "weight_decay": cfg.weight_decay},
+                    {"params": other, "weight_decay": 0.0},
+                ],
+                lr=cfg.learning_rate,
+                betas=BETAS,
+                eps=EPS,
+            )
+        self.schedule = WarmupCosine(cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        schedule = self.schedule
+
+        def make_scheduler(opt: Any) -> Any:
+            return torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+        try:
+            self.engine, _, _, self.scheduler = deepspeed.initialize(
+                model=self.model,
+                optimizer=optimizer,
+                model_parameters=None if optimizer else self.model.parameters(),
+                lr_scheduler=make_scheduler,
+                config=self.ds_config,
+            )
+        except torch.OutOfMemoryError:
+            raise TrainingError("out of memory while placing the model", fix=OOM_FIX) from None
+        self.device = self.engine.device
+
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        kwargs: dict[str, Any] = {
+            "max_length": cfg.data.max_length,
+            "text_column": cfg.data.text_column,
+            "label_column": cfg.data.label_column,
+            "label_names": cfg.data.labels,
+        }
+        self.train_data = load_dataset(self.root / cfg.data.train, cfg.task, self.tok, **kwargs)
+        if cfg.task == "classification" and not cfg.data.labels:
+            kwargs["label_names"] = self.train_data.label_names
+        self.val_data: Dataset | None = None
+        if cfg.data.validation:
+            self.val_data = load_dataset(
+                self.root / cfg.data.validation, cfg.task, self.tok, **kwargs
+            )
+        per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.world
+        if len(self.train_data.examples) < per_step:
+            raise ConfigError(
+                f"data.train has {len(self.train_data.examples)} usable examples, fewer than one"
+                f" step's {per_step} (micro_batch_size x gradient_accumulation_steps x ranks)",
+                fix="lower micro_batch_size or gradient_accumulation_steps, or add data",
+            )
+        self.order = DataOrder(len(self.train_data.examples), cfg.seed, cfg.data.shuffle)
+
+    def _load_model(self, model_dir: Path) -> Any:
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        cfg = self.cfg
+        try:
+            if cfg.task == "classification":
+                names = self.train_data.label_names
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    model_dir,
+                    local_files_only=True,
+                    num_labels=len(names),
+                    id2label=dict(enumerate(names)),
+                    label2id={n: i for i, n in enumerate(names)},
+                    pad_token_id=self.tok.pad_token_id,
+                    dtype="float32",
+                )
+            else:
+                model = AutoModelForCausalLM.from_pretrained(
+                    model_dir, local_files_only=True, dtype="float32"
+                )
+        except (OSError, ValueError) as exc:
+            raise NotFoundError(
+                f"model: cannot load {cfg.model} ({exc})",
+                fix="point model at a local transformers directory (config.json + weights)",
+            ) from None
+        model.config.use_cache = False
+        if cfg.activation_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        if cfg.lora.enabled:
+            model = self._wrap_lora(model)
+        return model
+
+    def _lora_config(self) -> Any:
+        from peft import LoraConfig, TaskType
+
+        lora = self.cfg.lora
+        return LoraConfig(
+            task_type=TaskType.SEQ_CLS if self.cfg.task == "classification" else TaskType.CAUSAL_LM,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+        )
+
+    def _wrap_lora(self, model: Any) -> Any:
+        from peft import get_peft_model
+
+        try:
+            return get_peft_model(model, self._lora_config())
+        except ValueError as exc:
+            import torch
+
+            linear = sorted(
+                {
+                    name.rsplit(".", 1)[-1]
+                    for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear)
+                }
+            )
+            raise ConfigError(
+                f"lora.target_modules {self.cfg.lora.target_modules} do not fit this model ({exc})",
+                fix=f"pick from its linear layers: {', '.join(linear)}",
+            ) from None
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _client_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "data": self.order.state(),
+            "spike": self.spike.state(),
+            "lr_scale": self.schedule.scale,
+            "tokens_seen": self.tokens_seen,
+            "train_seconds": self.train_seconds,
+            "rollbacks": self.rollbacks,
+            "run_id": self.run_id,
+        }
+
+    def _rng_state(self) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        state = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+        if self.accelerator == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        import numpy as np
+        import torch
+
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and self.accelerator == "cuda":
+            torch.cuda.set_rng_state(state["cuda"])
+
+    def save_full(self) -> Path:
+        """All ranks write their part; rank 0 seals and commits. A failure anywhere fails all."""
+        import torch
+
+        tmp = self.full.root / f".{step_name(self.step)}.tmp"
+        if self.rank == 0:
+            self.full.begin(self.step)
+            (tmp / "rng").mkdir()
+        self.barrier()
+        error: OSError | None = None
+        try:
+            self.engine.save_checkpoint(
+                str(tmp), tag="state", client_state=self._client_state(), save_latest=False
+            )
+            torch.save(self._rng_state(), tmp / "rng" / f"rank-{self.rank}.pt")
+        except OSError as exc:
+            error = exc
+        final = self.full.root / step_name(self.step)
+        if self.all_ok(error is None) and self.rank == 0:
+            try:
+                meta = {"run_id": self.run_id, "kind": "full", "data": self.order.state()}
+                self.full.commit(tmp, self.step, meta)
+            except OSError as exc:
+                error = exc
+        if not self.all_ok(error is None):
+            if self.rank == 0:
+                self.full.abort(tmp)
+            self._raise_write_error(self.full, error)
+        self.log({"event": "checkpoint", "kind": "full", "step": self.step, "path": str(final)})
+        return final
+
+    def save_light(self) -> Path | None:
+        """Weights only (consolidated across ranks), as safetensors."""
+        from safetensors.torch import save_file
+
+        state = self.full_state_dict()
+        error: OSError | None = None
+        final = self.light.root / step_name(self.step)
+        if self.rank == 0:
+            tmp = self.light.begin(self.step)
+            try:
+                tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+                save_file(tensors, str(tmp / "model.safetensors"))
+                self.light.commit(tmp, self.step, {"run_id": self.run_id, "kind": "light"})
+            except OSError as exc:
+                self.light.abort(tmp)
+                error = exc
+        if not self.all_ok(error is None):
+            self._raise_write_error(self.light, error)
+        self.log({"event": "checkpoint", "kind": "light", "step": self.step, "path": str(final)})
+        return final
+
+    def _raise_write_error(self, channel: Channel, error: OSError | None) -> None:
+        previous = channel.newest_valid() if self.rank == 0 else None
+        kept = f"; {previous.path.name} stays valid" if previous else ""
+        reason = error.strerror if error is not None and error.strerror else str(error or "")
+        raise ResourceError(
+            f"cannot write checkpoint {step_name(self.step)} in {channel.root}"
+            f" ({reason or 'failed on another rank'}){kept}",
+            fix="free space, lower checkpoint.keep, or set checkpoint.dir to a larger disk",
+        )
+
+    def full_state_dict(self) -> dict[str, Any]:
+        """The whole model's weights on rank 0 (ZeRO-3 gathers them; a collective)."""
+        if self.cfg.zero_stage == 3:
+            state = self.engine._zero3_consolidated_16bit_state_dict()
+            return dict(state) if state is not None else {}
+        return dict(self.engine.module.state_dict()) if self.rank == 0 else {}
+
+    def load(self, found: Found) -> dict[str, Any]:
+        import torch
+
+        path, client = self.engine.load_checkpoint(str(found.path), tag="state")
+        if path is None:
+            raise TrainingError(f"DeepSpeed could not load {found.path}")
+        rng = found.path / "rng" / f"rank-{self.rank}.pt"
+        self._set_rng_state(torch.load(rng, weights_only=False))
+        self.step = int(client["step"])
+        self.order.restore(client["data"])
+        self.spike.restore(client["spike"])
+        self.schedule.scale = float(client["lr_scale"])
+        self.tokens_seen = int(client["tokens_seen"])
+        self.train_seconds = float(client["train_seconds"])
+        self.rollbacks = list(client["rollbacks"])
+        return dict(client)
+
+    def _resume_target(self) -> tuple[Found | None, list[tuple[Path, str]]]:
+        """The checkpoint to start from and the newer ones skipped as corrupt.
+
+        Every rank decides this itself from the shared checkpoint directory (same files,
+        same answer), so no collective is needed before the process group exists.
+        """
+        if self.resume == "none":
+            if self.full.steps():
+                raise ConfigError(
+                    f"checkpoints of this run already exist in {self.run_dir}",
+                    fix="resume them with --resume auto, or remove that directory to start over",
+                )
+            return None, []
+        if self.resume == "auto":
+            found = self.full.newest_valid()
+            if found is not None:
+                return found, found.skipped
+            return None, [(path, verify(path) or "") for _, path in self.full.steps()]
+        path = Path(self.resume)
+        problem = verify(path)
+        if problem is not None:
+            raise ConfigError(f"--resume {path}: {problem}", fix="pick another checkpoint")
+        return Found(path, int(path.name.split("-")[-1]), []), []
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        import torch
+
+        if self.val_data is None or not self.val_data.examples:
+            return {}
+        cfg, data = self.cfg, self.val_data.examples
+        mb = cfg.micro_batch_size
+        batches = min(math.ceil(len(data) / mb), cfg.eval_batches)
+        sums = [0.0, 0.0, 0.0, 0.0]  # loss x weight, weight, correct, rows
+        self.engine.eval()
+        with torch.no_grad():
+            for start in range(0, math.ceil(batches / self.world) * self.world, self.world):
+                index = start + self.rank
+                real = index < batches
+                chunk = data[index * mb : (index + 1) * mb] if real else data[:mb]
+                cpu_batch = collate(chunk, self.tok.pad_token_id, cfg.task)
+                batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
+                out = self.engine(**batch)
+                if not real:
+                    continue  # every rank runs the same number of forwards (ZeRO-3 gathers)
+                weight = target_tokens(batch, cfg.task)
+                sums[0] += float(out.loss) * weight
+                sums[1] += weight
+                if cfg.task == "classification":
+                    sums[2] += float((out.logits.argmax(-1) == batch["labels"]).sum())
+                    sums[3] += len(chunk)
+        self.engine.train()
+        total = self.all_sum(sums)
+        loss = total[0] / max(total[1], 1)
+        metrics = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50))}
+        if cfg.task == "classification":
+            metrics["accuracy"] = total[2] / max(total[3], 1)
+        return metrics
+
+    # -- the loop ------------------------------------------------------------------------
+    def train_step(self) -> tuple[float, int, float]:
+        """One optimizer step: (mean loss over ranks, input tokens over ranks, seconds)."""
+        cfg = self.cfg
+        mb, ga = cfg.micro_batch_size, cfg.gradient_accumulation_steps
+        indices, span = self.order.take(mb * ga * self.world)
+        self.spans[self.step + 1] = span
+        self.spans.pop(self.step + 1 - 10_000, None)
+        started = time.perf_counter()
+        losses, tokens = 0.0, 0
+        for k in range(ga):
+            offset = (k * self.world + self.rank) * mb
+            chunk = [self.train_data.examples[i] for i in indices[offset : offset + mb]]
+            batch = collate(chunk, self.tok.pad_token_id, cfg.task)
+            batch = {key: value.to(self.device) for key, value in batch.items()}
+            out = self.engine(**batch)
+            loss = self.all_sum([float(out.loss.detach())])[0] / self.world
+            if not math.isfinite(loss):
+                self.order.position = span[0]  # the state saved is the one before this step
+                path = self.save_full()
+                raise TrainingError(
+                    f"loss is {loss} at step {self.step + 1} (data positions {span[0]}..{span[1]});"
+                    f" the state before that step is saved as {path}",
+                    fix="lower learning_rate, use bf16 or fp32 rather than fp16, or inspect that"
+                    " data; then continue with --resume auto",
+                )
+            self.engine.backward(out.loss)
+            self.engine.step()
+            losses += loss
+            tokens += int(batch["attention_mask"].sum())
+        seconds = time.perf_counter() - started
+        tokens = int(self.all_sum([float(tokens)])[0])
+        return losses / ga, tokens, seconds
+
+    def rollback(self, window: list[int]) -> None:
+        spike = self.cfg.guards.spike
+        if len(self.rollbacks) >= spike.max_retries:
+            path = self.save_full()
+            raise TrainingError(
+                f"the loss spiked again at steps {window[0]}-{window[-1]} after"
+                f" {len(self.rollbacks)} rollback(s); the state is saved as {path}",
+                fix="lower learning_rate, inspect the data around those steps, or raise"
+                " guards.spike.max_retries",
+            )
+        target = self.full.newest_valid(before=window[0]) if self.rank == 0 else None
+        steps = self.all_sum([float(target.step) if target else -1.0])
+        if steps[0] < 0:
+            raise TrainingError(
+                f"loss spike at steps {window[0]}-{window[-1]} and no full checkpoint before"
+                f" step {window[0]} to roll back to",
+                fix="save full checkpoints more often (checkpoint.full_every), or set"
+                " guards.spike.action: warn",
+            )
+        found = Found(self.full.root / step_name(int(steps[0])), int(steps[0]), [])
+        skip = (self.spans[window[0]][0], self.spans[window[-1]][1])
+        scale = self.schedule.scale * spike.lr_scale
+        event = {
+            "spike_steps": window,
+            "to_step": found.step,
+            "skipped_positions": list(skip),
+            "lr_scale": scale,
+        }
+        history = [*self.rollbacks, event]
+        self.load(found)
+        self.order.skip = sorted({*self.order.skip, skip})
+        self.rollbacks = history
+        self.schedule.scale = scale
+        groups = self.scheduler.optimizer.param_groups
+        for group, base in zip(groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * self.schedule(self.scheduler.last_epoch)
+        if self.rank == 0:
+            self.full.discard_after(found.step)
+            self.light.discard_after(found.step)
+        self.barrier()
+        self.log({"event": "rollback", **history[-1]})
+        self.say(
+            f"loss spike at steps {window[0]}-{window[-1]}: rolled back to step {found.step},"
+            f" skipping data positions {skip[0]}..{skip[1]}, LR x{scale:g}"
+        )
+        self._reopen_tensorboard(found.step + 1)
+
+    def _reopen_tensorboard(self, purge_step: int | None) -> None:
+        if self.rank != 0:
+            return
+        if self.tb is not None:
+            self.tb.close()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.log_dir / "tensorboard"), purge_step=purge_step)
+
+    def run(self) -> TrainReport:
+        cfg = self.cfg
+        target, skipped = self._resume_target()
+        if self.rank == 0:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.jsonl = (self.log_dir / "train.jsonl").open("a" if target else "w")
+        for path, problem in skipped:
+            self.say(f"warning: skipping checkpoint {path}: {problem}")
+            self.log({"event": "checkpoint_skipped", "path": str(path), "problem": problem})
+        self.setup()
+        if target is not None:
+            self.load(target)
+            self.resumed_from = target.step
+            self.log({"event": "resume", "step": target.step, "path": str(target.path)})
+            self.say(f"resuming from {target.path} (step {target.step})")
+        self._reopen_tensorboard(self.step + 1 if target else None)
+        self.log(
+            {
+                "event": "start",
+                "run_id": self.run_id,
+                "world_size": self.world,
+                "accelerator": self.accelerator,
+                "precision": self.precision,
+                "zero_stage": cfg.zero_stage,
+                "parameters": self.parameters,
+                "trainable": self.trainable,
+                "examples": len(self.train_data.examples),
+            }
+        )
+        self.say(
+            f"training {cfg.model} ({self.parameters:,} parameters, {self.trainable:,} trainable)"
+            f" on {len(self.train_data.examples)} {cfg.task} examples: {self.world} x"
+            f" {self.accelerator}, {self.precision}, ZeRO {cfg.zero_stage}, run {self.run_id}"
+        )
+        if self.rank == 0 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", file=sys.stderr)
+        every = max(1, cfg.max_steps // 20)
+        try:
+            while self.step < cfg.max_steps:
+                self._one_step(every)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        if not self.last_eval or self.last_eval.get("step") != self.step:
+            self._eval_and_log()
+        return self.finish()
+
+    def _one_step(self, every: int) -> None:
+        import torch
+
+        cfg = self.cfg
+        try:
+            loss, tokens, seconds = self.train_step()
+        except torch.OutOfMemoryError:
+            raise TrainingError(
+                f"out of memory at step {self.step + 1} (micro_batch_size"
+                f" {cfg.micro_batch_size}, zero_stage {cfg.zero_stage})",
+                fix=OOM_FIX,
+            ) from None
+        self.step += 1
+        self.tokens_seen += tokens
+        self.train_seconds += seconds
+        lr = float(self.scheduler.get_last_lr()[0])
+        grad_norm = self.engine.get_global_grad_norm()
+        record = {
+            "step": self.step,
+            "loss": round(loss, 6),
+            "lr": lr,
+            "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
+            "tokens_per_s": round(tokens / seconds, 1),
+            "samples_per_s": round(
+                cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.world / seconds, 2
+            ),
+            **self._memory(),
+        }
+        self.log(record)
+        for name in ("loss", "lr", "grad_norm", "tokens_per_s"):
+            if record[name] is not None:
+                self.scalar(f"train/{name}", float(record[name]), self.step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            self.bar.update(1)
+        elif self.step % every == 0 or self.step == 1:
+            self.say(
+                f"step {self.step:>6}/{cfg.max_steps}  loss {loss:.4f}  lr {lr:.2e}"
+                f"  {record['tokens_per_s']:,.0f} tok/s"
+            )
+        slow = self.throughput.update(tokens / seconds)
+        if slow is not None:
+            self.log({"event": "throughput_drop", "step": self.step, "median": slow})
+            self.say(
+                f"warning: throughput fell to {tokens / seconds:,.0f} tok/s at step {self.step}"
+                f" (median {slow:,.0f}): another process on this host, swapping, or thermal limits"
+            )
+        window = self.spike.update(self.step, loss)
+        if window is not None:
+            self._on_spike(window)
+            return
+        if self.step % cfg.eval_every == 0:
+            self._eval_and_log()
+        if self.step % cfg.checkpoint.full_every == 0 or self.step == cfg.max_steps:
+            self.save_full()
+        elif self.step % cfg.checkpoint.light_every == 0:
+            self.save_light()
+
+    def _on_spike(self, window: list[int]) -> None:
+        action = self.cfg.guards.spike.action
+        ema = self.spike.ema or 0.0
+        self.log({"event": "spike", "steps": window, "ema": ema, "action": action})
+        message = (
+            f"loss spike: steps {window[0]}-{window[-1]} ran more than"
+            f" {self.cfg.guards.spike.threshold:.0%} above the EMA {ema:.4f}"
+        )
+        if action == "warn":
+            self.say(f"warning: {message}")
+        elif action == "stop":
+            path = self.save_full()
+            raise TrainingError(
+                f"{message}; stopped, the state is saved as {path}",
+                fix="inspect the data of those steps, lower learning_rate, then --resume auto",
+            )
+        else:
+            self.rollback(window)
+
+    def _eval_and_log(self) -> None:
+        metrics = self.evaluate()
+        if not metrics:
+            return
+        self.last_eval = {"step": self.step, **metrics}
+        self.log({"event": "eval", **self.last_eval})
+        for name, value in metrics.items():
+            self.scalar(f"eval/{name}", value, self.step)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        self.say(f"eval at step {self.step}: {shown}")
+
+    def _memory(self) -> dict[str, Any]:
+        import torch
+
+        out: dict[str, Any] = {}
+        with contextlib.suppress(ImportError):
+            import psutil
+
+            out["rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+        if self.accelerator == "cuda":
+            out["accelerator_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            with contextlib.suppress(Exception):  # needs the NVML bindings
+                out["accelerator_util"] = torch.cuda.utilization()
+        return out
+
+    # -- output --------------------------------------------------------------------------
+    def finish(self) -> TrainReport:
+        state = self.full_state_dict()
+        out = self.root / self.cfg.output_dir
+        metrics = self._metrics()
+        if self.rank == 0:
+            self._export(state, out, metrics)
+            if self.tb is not None:
+                self.tb.close()
+            self.jsonl.close()
+        self.barrier()
+        return TrainReport(out, self.run_dir, self.step, metrics, self.resumed_from, self.rollbacks)
+
+    def _metrics(self) -> dict[str, Any]:
+        history = self._loss_history()
+        last = [h["loss"] for h in history[-10:]]
+        metrics: dict[str, Any] = {
+            "steps": self.step,
+            "loss": history[-1]["loss"] if history else None,
+            "loss_first": history[0]["loss"] if history else None,
+            "loss_last10": sum(last) / len(last) if last else None,
+            "tokens": self.tokens_seen,
+            "tokens_per_s": round(self.tokens_seen / max(self.train_seconds, 1e-9), 1),
+            "rollbacks": len(self.rollbacks),
+        }
+        metrics.update({k: v for k, v in self.last_eval.items() if k != "step"})
+        return metrics
+
+    def _loss_history(self) -> list[dict[str, Any]]:
+        """Loss by step from the JSONL log; a re-run step (resume, rollback) keeps its last."""
+        path = self.log_dir / "train.jsonl"
+        if self.rank != 0 or not path.is_file():
+            return []
+        by_step: dict[int, dict[str, Any]] = {}
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if "event" not in record and record.get("step", 0) <= self.step:
+                    by_step[record["step"]] = {"step": record["step"], "loss": record["loss"]}
+        return [by_step[s] for s in sorted(by_step)]
+
+    def _export(self, state: dict[str, Any], out: Path, metrics: dict[str, Any]) -> None:
+        """HF safetensors directory + tokenizer + training card, built aside then renamed."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        module = self.engine.module
+        config = (module.get_base_model() if self.cfg.lora.enabled else module).config
+        auto: Any = (
+            AutoModelForSequenceClassification
+            if self.cfg.task == "classification"
+            else AutoModelForCausalLM
+        )
+        fresh = auto.from_config(config, dtype=torch.float32)
+        if self.cfg.lora.enabled:
+            from peft import get_peft_model
+
+            fresh = get_peft_model(fresh, self._lora_config())
+            fresh.load_state_dict(state, strict=True)
+            fresh = fresh.merge_and_unload()
+        else:
+            fresh.load_state_dict(state, strict=True)
+        dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+        if len(dtypes) == 1:
+            fresh = fresh.to(dtypes.pop())
+        fresh.config.use_cache = True
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        self.tok.save_pretrained(tmp)
+        card = self._card(metrics)
+        (tmp / "training_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            shutil.rmtree(old)
+        tmp.rename(out)
+        for path, data in (
+            (self.root / self.cfg.metrics_file, metrics),
+            (self.root / self.cfg.plot_file, self._loss_history()),
+        ):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=1) + "\n")
+
+    def _card(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        data_paths = [p for p in (cfg.data.train, cfg.data.validation) if p]
+        return {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "base_model": cfg.model,
+            "task": cfg.task,
+            "label_names": self.train_data.label_names or None,
+            "parameters": self.parameters,
+            "trainable_parameters": self.trainable,
+            "lora_merged": cfg.lora.enabled,
+            "seed": cfg.seed,
+            "run_id": self.run_id,
+            "world_size": self.world,
+            "accelerator": self.accelerator,
+            "precision": self.precision,
+            "config": cfg.model_dump(),
+            "deepspeed": self.ds_config,
+            "data": {
+                "digests": self.identity["data_digest"],
+                "train_examples": len(self.train_data.examples),
+                "dvc_lock": _dvc_lineage(self.root, data_paths),
+            },
+            "model_digest": self.identity["model_digest"],
+            "metrics": metrics,
+            "resumed_from": self.resumed_from,
+            "rollbacks": self.rollbacks,
+            "versions": _versions(),
+        }
+
+
+def train(cfg: TrainConfig, root: Path, *, resume: str = "none") -> TrainReport:
+    """Run ``cfg`` (paths relative to ``root``); see the module docstring."""
+    return Trainer(cfg, root, resume=resume).run()
