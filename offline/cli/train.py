@@ -7,6 +7,7 @@ DeepSpeed's launcher, which adds ``--local_rank``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -108,7 +109,8 @@ def run_cmd(
 
     del local_rank  # DeepSpeed's launcher passes it; LOCAL_RANK in the environment says the same
     cfg = load_config(config, overrides or [])
-    report = train(cfg, config.parent, resume=resume)
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints; stdout is the result
+        report = train(cfg, config.parent, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if json_out:

@@ -258,8 +258,6 @@ class Trainer:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-        deepspeed.init_distributed(dist_backend="gloo" if self.accelerator == "cpu" else None)
-        transformers.set_seed(cfg.seed)
         model_dir = self.root / cfg.model
         try:
             self.tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -270,7 +268,9 @@ class Trainer:
             ) from None
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self._load_data()
+        self._load_data()  # bad data fails here, before any process group or model exists
+        deepspeed.init_distributed(dist_backend="gloo" if self.accelerator == "cpu" else None)
+        transformers.set_seed(cfg.seed)
         self.model = self._load_model(model_dir)
         self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.parameters = sum(p.numel() for p in self.model.parameters())

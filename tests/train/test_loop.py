@@ -1,0 +1,381 @@
+"""`offline train` on CPU: the tiny DeepSeek-V3 learns, survives kill -9, corrupt checkpoints,
+loss spikes, NaN losses and a full disk, under ZeRO 0/2/3 and on two ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from offline.errors import ConfigError, DataError, ResourceError, TrainingError
+from offline.train.checkpoint import verify
+from tests.train.conftest import (
+    log_records,
+    offline_train,
+    train_env,
+    weights,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def run_json(config: Path, *args: str) -> dict[str, Any]:
+    proc = offline_train("--config", str(config), "--json", *args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not (wa[k] == wb[k]).all()]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def reference(train_ws: Path) -> dict[str, Any]:
+    """An uninterrupted 20-step run; several tests compare against it."""
+    return run_json(write_config(train_ws, "ref"))
+
+
+def test_the_tiny_model_trains_and_writes_a_usable_model(
+    train_ws: Path, reference: dict[str, Any]
+) -> None:
+    m = reference["metrics"]
+    assert m["steps"] == 20 and reference["resumed_from"] is None
+    assert m["loss_last10"] < 0.9 * m["loss_first"], m  # it learns
+    assert m["eval_loss"] < m["loss_first"] and m["perplexity"] > 1
+
+    out = train_ws / "out/ref"
+    steps = [r for r in log_records(out / "logs") if "event" not in r]
+    assert [r["step"] for r in steps] == list(range(1, 21))
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "rss_mb"):
+        assert all(r[key] is not None for r in steps), key
+    assert steps[0]["lr"] < steps[2]["lr"] and steps[-1]["lr"] < steps[2]["lr"]  # warmup, decay
+    assert list((out / "logs/tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((out / "train.json").read_text())["steps"] == 20
+    assert len(json.loads((out / "train_loss.json").read_text())) == 20
+
+    full = sorted(p.name for p in (out / "checkpoints").glob("*/full/step-*"))
+    light = sorted(p.name for p in (out / "checkpoints").glob("*/light/step-*"))
+    assert full == ["step-00000012", "step-00000018", "step-00000020"]  # keep 3
+    assert light == ["step-00000003", "step-00000009", "step-00000015"]
+
+    card = json.loads((out / "model/training_card.json").read_text())
+    assert card["seed"] == 42 and card["task"] == "sft"
+    assert set(card["data"]["digests"]) == {"train", "validation"}
+    assert {"torch", "transformers", "deepspeed"} <= set(card["versions"])
+    check = (
+        "import sys, torch\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], local_files_only=True)\n"
+        "t = AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)\n"
+        "ids = t.apply_chat_template([{'role': 'user', 'content': 'hi'}],"
+        " add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']\n"
+        "print(m.generate(ids, min_new_tokens=4, max_new_tokens=4, do_sample=False).shape[1] - ids.shape[1])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", check, str(out / "model")],
+        capture_output=True,
+        text=True,
+        env=train_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "4", proc.stderr[-2000:]
+
+
+def test_kill_9_then_resume_auto_matches_the_uninterrupted_run(
+    train_ws: Path, reference: dict[str, Any]
+) -> None:
+    config = write_config(train_ws, "killed")
+    logs = train_ws / "out/killed/logs/train.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offline", "train", "--config", str(config)],
+        env=train_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if logs.exists() and any(
+                json.loads(line).get("step", 0) >= 14 and "event" not in json.loads(line)
+                for line in logs.read_text().splitlines()
+            ):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (train_ws / "out/killed/model").exists()
+
+    resumed = run_json(config, "--resume", "auto")
+    assert resumed["resumed_from"] == 12  # the newest full checkpoint before the kill
+    same_weights(train_ws / "out/ref/model", train_ws / "out/killed/model")
+    assert resumed["metrics"]["loss"] == reference["metrics"]["loss"]
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
+    train_ws: Path, reference: dict[str, Any]
+) -> None:
+    config = write_config(train_ws, "corrupt")
+    shutil.copytree(train_ws / "out/ref/checkpoints", train_ws / "out/corrupt/checkpoints")
+    newest = next((train_ws / "out/corrupt/checkpoints").glob("*/full/step-00000020"))
+    optim = next(newest.glob("state/*optim_states.pt"))
+    data = bytearray(optim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    optim.write_bytes(bytes(data))
+    assert "sha256" in (verify(newest) or "")
+
+    proc = offline_train("--config", str(config), "--resume", "auto", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipping checkpoint" in proc.stderr and "step-00000020" in proc.stderr
+    assert json.loads(proc.stdout)["resumed_from"] == 18
+    same_weights(train_ws / "out/ref/model", train_ws / "out/corrupt/model")
+
+
+def test_a_fresh_run_refuses_to_mix_with_existing_checkpoints(
+    train_ws: Path, reference: dict[str, Any]
+) -> None:
+    proc = offline_train("--config", str(train_ws / "ref.yaml"))
+    assert proc.returncode == ConfigError.exit_code
+    assert "--resume auto" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "name, changes",
+    [
+        ("zero0", {"zero_stage": 0}),
+        ("zero3", {"zero_stage": 3, "offload_optimizer": "cpu", "offload_params": "cpu"}),
+    ],
+)
+def test_zero_stages_with_offload_train_and_save(
+    train_ws: Path, name: str, changes: dict[str, Any]
+) -> None:
+    config = write_config(
+        train_ws,
+        name,
+        max_steps=6,
+        checkpoint={"full_every": 3, "light_every": 2, "keep": 2},
+        **changes,
+    )
+    result = run_json(config)
+    assert result["metrics"]["steps"] == 6
+    assert result["metrics"]["loss"] < result["metrics"]["loss_first"]
+    out = train_ws / f"out/{name}"
+    tensors = weights(out / "model")
+    assert len(tensors) > 20 and all(t.numel() > 0 for t in tensors.values())  # consolidated
+    light = next((out / "checkpoints").glob("*/light/step-00000002"))
+    assert verify(light) is None and len(weights(light)) == len(tensors)
+
+
+def garbage_conversations(ws: Path, start: int, count: int) -> Path:
+    """The train split with ``count`` rows of random characters at row ``start``."""
+    import random
+
+    table = pq.read_table(ws / "data/split/conversations/train.parquet")
+    rows = table.to_pylist()
+    rng = random.Random(0)
+    for i in range(start, start + count):
+        noise = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(200))
+        rows[i]["messages"] = [
+            {"role": "user", "content": "?"},
+            {"role": "assistant", "content": noise},
+        ]
+    path = ws / "data/spiky.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    return path
+
+
+def test_a_loss_spike_rolls_back_skips_the_window_and_lowers_the_lr(train_ws: Path) -> None:
+    # unshuffled, 4 rows a step: steps 15-17 read rows 56..67, all noise
+    garbage_conversations(train_ws, 56, 12)
+    config = write_config(
+        train_ws,
+        "spike",
+        data={"train": "data/spiky.parquet", "max_length": 128, "shuffle": False},
+        checkpoint={"full_every": 6, "light_every": 6, "keep": 3},
+    )
+    result = run_json(config)
+    (rollback,) = result["rollbacks"]
+    assert rollback["spike_steps"] == [15, 16, 17]
+    assert rollback["to_step"] == 12
+    assert rollback["skipped_positions"] == [56, 68]
+    assert rollback["lr_scale"] == 0.5
+    assert result["metrics"]["steps"] == 20 and result["metrics"]["rollbacks"] == 1
+    records = log_records(train_ws / "out/spike/logs")
+    events = [r["event"] for r in records if "event" in r]
+    assert events.index("spike") < events.index("rollback")
+    # after the rollback, steps 13.. ran again without the noise and below the spike
+    last = {r["step"]: r["loss"] for r in records if "event" not in r}
+    spiked = next(r["loss"] for r in records if r.get("step") == 15 and "event" not in r)
+    assert last[15] < spiked
+    card = json.loads((train_ws / "out/spike/model/training_card.json").read_text())
+    assert card["rollbacks"] == result["rollbacks"]
+
+
+def test_the_stop_action_saves_and_exits_with_the_training_code(train_ws: Path) -> None:
+    garbage_conversations(train_ws, 56, 12)
+    config = write_config(
+        train_ws,
+        "spike-stop",
+        data={"train": "data/spiky.parquet", "max_length": 128, "shuffle": False},
+        guards={"spike": {"action": "stop"}},
+        max_steps=18,
+    )
+    proc = offline_train("--config", str(config))
+    assert proc.returncode == TrainingError.exit_code, proc.stderr[-3000:]
+    assert "loss spike: steps 15-17" in proc.stderr and "--resume auto" in proc.stderr
+    saved = next((train_ws / "out/spike-stop/checkpoints").glob("*/full/step-00000017"))
+    assert verify(saved) is None
+
+
+def test_a_nan_loss_saves_and_stops_with_a_clear_message(train_ws: Path) -> None:
+    config = write_config(train_ws, "nan", learning_rate=1.0e12, warmup_steps=0, max_steps=10)
+    proc = offline_train("--config", str(config))
+    assert proc.returncode == TrainingError.exit_code, proc.stderr[-3000:]
+    assert "loss is nan" in proc.stderr or "loss is inf" in proc.stderr
+    assert "lower learning_rate" in proc.stderr
+    saved = list((train_ws / "out/nan/checkpoints").glob("*/full/step-*"))
+    assert saved and all(verify(p) is None for p in saved)
+
+
+def test_bad_data_is_named_before_training_starts(train_ws: Path) -> None:
+    wrong_columns = write_config(
+        train_ws, "bad-cols", data={"train": "data/split/tickets/train.parquet"}
+    )
+    proc = offline_train("--config", str(wrong_columns))
+    assert proc.returncode == DataError.exit_code
+    assert "needs a messages column" in proc.stderr and "tickets/train.parquet" in proc.stderr
+
+    unknown_labels = write_config(
+        train_ws,
+        "bad-labels",
+        task="classification",
+        data={
+            "train": "data/split/tickets/train.parquet",
+            "validation": None,
+            "labels": ["billing"],
+        },
+    )
+    proc = offline_train("--config", str(unknown_labels))
+    assert proc.returncode == DataError.exit_code
+    assert "labels not in the label set" in proc.stderr and "shipping" in proc.stderr
+
+    tickets = pq.read_table(train_ws / "data/split/tickets/train.parquet")
+    pq.write_table(tickets.slice(0, 0), train_ws / "data/empty.parquet")
+    empty = write_config(
+        train_ws, "empty", task="pretrain", data={"train": "data/empty.parquet", "validation": None}
+    )
+    proc = offline_train("--config", str(empty))
+    assert proc.returncode == DataError.exit_code and "has no rows" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI is root)")
+def test_a_full_disk_keeps_the_previous_checkpoint_valid(train_ws: Path) -> None:
+    config = write_config(
+        train_ws,
+        "full-disk",
+        max_steps=12,
+        checkpoint={"full_every": 6, "light_every": 6, "keep": 3},
+    )
+    ckpt = train_ws / "out/full-disk/checkpoints"
+    ckpt.mkdir(parents=True)
+    script = (
+        f"mount -t tmpfs -o size=40m none {ckpt} && "
+        f"{sys.executable} -m offline train --config {config}; rc=$?; "
+        f"ls -R {ckpt} > {ckpt.parent}/listing; "
+        f"python3 -c 'import sys' ; "
+        f"exit $rc"
+    )
+    verify_script = (
+        "import sys, pathlib; from offline.train.checkpoint import verify; "
+        "[print(p.name, verify(p)) for p in sorted(pathlib.Path(sys.argv[1]).glob('*/full/*'))]"
+    )
+    script = script.replace(
+        "python3 -c 'import sys'", f"{sys.executable} -c \"{verify_script}\" {ckpt}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=train_env(),
+        timeout=600,
+    )
+    assert proc.returncode == ResourceError.exit_code, proc.stderr[-3000:]
+    assert "step-00000012" in proc.stderr and "step-00000006 stays valid" in proc.stderr
+    assert proc.stdout.split() == ["step-00000006", "None"]  # valid, and no partial step 12
+
+
+def test_lora_classification_merges_into_a_plain_model(train_ws: Path) -> None:
+    config = write_config(
+        train_ws,
+        "lora-cls",
+        task="classification",
+        data={
+            "train": "data/split/tickets/train.parquet",
+            "validation": "data/split/tickets/validation.parquet",
+            "max_length": 96,
+        },
+        lora={"enabled": True, "r": 4},
+        max_steps=8,
+        eval_every=4,
+        learning_rate=0.01,
+    )
+    result = run_json(config)
+    metrics = result["metrics"]
+    assert 0 <= metrics["accuracy"] <= 1 and "eval_loss" in metrics
+    out = train_ws / "out/lora-cls/model"
+    tensors = weights(out)
+    assert not [k for k in tensors if "lora" in k or "base_layer" in k]  # merged
+    config_json = json.loads((out / "config.json").read_text())
+    assert config_json["architectures"] == ["DeepseekV3ForSequenceClassification"]
+    assert set(config_json["id2label"].values()) >= {"billing", "shipping"}
+    card = json.loads((out / "training_card.json").read_text())
+    assert card["lora_merged"] and card["trainable_parameters"] < card["parameters"] / 5
+
+
+def test_two_ranks_through_the_deepspeed_launcher(train_ws: Path) -> None:
+    config = write_config(train_ws, "ranks", max_steps=4, micro_batch_size=2)
+    deepspeed = Path(sys.executable).with_name("deepspeed")
+    proc = subprocess.run(
+        [
+            str(deepspeed),
+            "--num_accelerators",
+            "2",
+            "--master_port",
+            "29731",
+            "--module",
+            "offline.train",
+            "--config",
+            str(config),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=train_env(),
+        timeout=600,
+        cwd=train_ws,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    start = next(r for r in log_records(train_ws / "out/ranks/logs") if r.get("event") == "start")
+    assert start["world_size"] == 2
+    steps = [r for r in log_records(train_ws / "out/ranks/logs") if "event" not in r]
+    assert len(steps) == 4 and all(r["samples_per_s"] > 0 for r in steps)
+    assert (train_ws / "out/ranks/model/model.safetensors").is_file()
+    states = list((train_ws / "out/ranks/checkpoints").glob("*/full/step-00000004/rng/*.pt"))
+    assert sorted(p.name for p in states) == ["rank-0.pt", "rank-1.pt"]
