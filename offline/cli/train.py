@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from offline.cli.render import print_json
+from offline.errors import ConfigError
 
 
 class _RunByDefault(TyperGroup):
@@ -81,12 +82,22 @@ def validate_cmd(config: ConfigPath, overrides: Overrides = None) -> None:
 def plan_cmd(
     config: ConfigPath,
     overrides: Overrides = None,
-    world_size: Annotated[int, typer.Option("--world-size", min=1)] = 1,
+    world_size: Annotated[int, typer.Option("--world-size", min=1, help="Ranks in all.")] = 1,
+    accelerator: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: what this host has).")
+    ] = None,
 ) -> None:
     """Print the DeepSpeed JSON the run would use."""
     from offline.train.config import deepspeed_config, load_config
 
-    print_json(deepspeed_config(load_config(config, overrides or []), world_size))
+    cfg = load_config(config, overrides or [])
+    if accelerator is None:
+        import torch
+
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown --accelerator {accelerator!r}", fix="use cpu or cuda")
+    print_json(deepspeed_config(cfg, world_size, accelerator))
 
 
 @app.command("run")

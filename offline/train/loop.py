@@ -14,6 +14,7 @@ so ``--resume auto`` continues bit-for-bit where an uninterrupted run would be.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -174,6 +175,14 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
     return out
+
+
+def _write_failure(exc: Exception, where: Path) -> Exception:
+    """``exc``, or a plain "no space left" when the disk under ``where`` is what ran out."""
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    with contextlib.suppress(OSError):
+        full = full or shutil.disk_usage(where).free < 64 * 2**20
+    return OSError(errno.ENOSPC, "no space left on device") if full else exc
 
 
 class Trainer:
@@ -441,21 +450,21 @@ class Trainer:
             self.full.begin(self.step)
             (tmp / "rng").mkdir()
         self.barrier()
-        error: OSError | None = None
+        error: Exception | None = None
         try:
             self.engine.save_checkpoint(
                 str(tmp), tag="state", client_state=self._client_state(), save_latest=False
             )
             torch.save(self._rng_state(), tmp / "rng" / f"rank-{self.rank}.pt")
-        except OSError as exc:
-            error = exc
+        except (OSError, RuntimeError) as exc:  # torch.save reports ENOSPC as RuntimeError
+            error = _write_failure(exc, tmp)
         final = self.full.root / step_name(self.step)
         if self.all_ok(error is None) and self.rank == 0:
             try:
                 meta = {"run_id": self.run_id, "kind": "full", "data": self.order.state()}
                 self.full.commit(tmp, self.step, meta)
-            except OSError as exc:
-                error = exc
+            except (OSError, RuntimeError) as exc:
+                error = _write_failure(exc, tmp)
         if not self.all_ok(error is None):
             if self.rank == 0:
                 self.full.abort(tmp)
@@ -464,30 +473,29 @@ class Trainer:
         return final
 
     def save_light(self) -> Path | None:
-        """Weights only (consolidated across ranks), as safetensors."""
-        from safetensors.torch import save_file
-
+        """Weights only (consolidated across ranks), as a safetensors model directory."""
         state = self.full_state_dict()
-        error: OSError | None = None
+        error: Exception | None = None
         final = self.light.root / step_name(self.step)
         if self.rank == 0:
             tmp = self.light.begin(self.step)
             try:
-                tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
-                save_file(tensors, str(tmp / "model.safetensors"))
+                # transformers' own format (it converts fused expert weights back); a LoRA run
+                # saves its adapter
+                self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
                 self.light.commit(tmp, self.step, {"run_id": self.run_id, "kind": "light"})
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
+                error = _write_failure(exc, tmp)
                 self.light.abort(tmp)
-                error = exc
         if not self.all_ok(error is None):
             self._raise_write_error(self.light, error)
         self.log({"event": "checkpoint", "kind": "light", "step": self.step, "path": str(final)})
         return final
 
-    def _raise_write_error(self, channel: Channel, error: OSError | None) -> None:
+    def _raise_write_error(self, channel: Channel, error: Exception | None) -> None:
         previous = channel.newest_valid() if self.rank == 0 else None
         kept = f"; {previous.path.name} stays valid" if previous else ""
-        reason = error.strerror if error is not None and error.strerror else str(error or "")
+        reason = (error.strerror if isinstance(error, OSError) else None) or str(error or "")
         raise ResourceError(
             f"cannot write checkpoint {step_name(self.step)} in {channel.root}"
             f" ({reason or 'failed on another rank'}){kept}",

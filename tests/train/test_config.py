@@ -72,9 +72,16 @@ def test_overrides_and_the_deepspeed_json(ws: Path) -> None:
         "stage": 3,
         "offload_optimizer": {"device": "cpu", "pin_memory": False},
         "offload_param": {"device": "cpu", "pin_memory": False},
+        "stage3_gather_16bit_weights_on_model_save": True,
     }
-    assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
-    assert ds["scheduler"]["params"]["warmup_num_steps"] == cfg.warmup_steps
+    # precision auto: fp32 on CPU; torch AdamW on CPU (no compiled op), so DeepSpeed must not
+    # insist on its CPU Adam for the offloaded states
+    assert not ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+    assert ds["zero_force_ds_cpu_optimizer"] is False and "optimizer" not in ds
+    # on a GPU, offloaded optimizer states use DeepSpeed's CPU Adam, bf16 is explicit
+    gpu = deepspeed_config(cfg.model_copy(update={"precision": "bf16"}), 8, "cuda")
+    assert gpu["optimizer"]["type"] == "AdamW" and gpu["bf16"]["enabled"]
+    assert gpu["zero_optimization"]["offload_optimizer"]["pin_memory"] is True
 
 
 def test_plan_prints_json_and_validate_fails_with_the_config_code(ws: Path) -> None:
@@ -85,6 +92,7 @@ def test_plan_prints_json_and_validate_fails_with_the_config_code(ws: Path) -> N
     )
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["bf16"]["enabled"] is False
+    assert json.loads(plan.stdout)["train_batch_size"] == 8
     bad = subprocess.run(
         [*offline, "validate", "--config", str(good), "zero_stage=9"],
         capture_output=True,
@@ -106,7 +114,7 @@ def test_deepspeed_itself_reads_the_json(ws: Path, overrides: list[str]) -> None
         "import json, sys\n"
         "from deepspeed.runtime.config import DeepSpeedConfig\n"
         "c = DeepSpeedConfig(json.loads(sys.argv[1]))\n"
-        "print(json.dumps([c.zero_optimization_stage, c.train_batch_size, c.scheduler_name]))\n"
+        "print(json.dumps([c.zero_optimization_stage, c.train_batch_size, c.gradient_clipping]))\n"
     )
     cfg = load_config(write(ws, {"model": "models/tiny"}), overrides)
     proc = subprocess.run(
@@ -117,5 +125,5 @@ def test_deepspeed_itself_reads_the_json(ws: Path, overrides: list[str]) -> None
         env={"DS_ACCELERATOR": "cpu", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    stage, batch, scheduler = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (stage, batch, scheduler) == (cfg.zero_stage, cfg.micro_batch_size, "WarmupCosineLR")
+    stage, batch, clip = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (stage, batch, clip) == (cfg.zero_stage, cfg.micro_batch_size, cfg.clip_grad_norm)

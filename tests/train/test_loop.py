@@ -84,7 +84,8 @@ def test_the_tiny_model_trains_and_writes_a_usable_model(
         "t = AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)\n"
         "ids = t.apply_chat_template([{'role': 'user', 'content': 'hi'}],"
         " add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']\n"
-        "print(m.generate(ids, min_new_tokens=4, max_new_tokens=4, do_sample=False).shape[1] - ids.shape[1])\n"
+        "out = m.generate(ids, min_new_tokens=4, max_new_tokens=4, do_sample=False)\n"
+        "print(out.shape[1] - ids.shape[1])\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", check, str(out / "model")],
@@ -184,14 +185,16 @@ def test_zero_stages_with_offload_train_and_save(
 
 
 def garbage_conversations(ws: Path, start: int, count: int) -> Path:
-    """The train split with ``count`` rows of random characters at row ``start``."""
+    """The train split with ``count`` rows of noise from row ``start`` (the assistant "says"
+    random Cyrillic, Arabic and emoji, bytes the sample data never has)."""
     import random
 
     table = pq.read_table(ws / "data/split/conversations/train.parquet")
-    rows = table.to_pylist()
+    rows = [r for r in table.to_pylist() if any(m["role"] == "assistant" for m in r["messages"])]
     rng = random.Random(0)
+    alphabet = [*range(0x0400, 0x0500), *range(0x0600, 0x0700), *range(0x1F300, 0x1F600)]
     for i in range(start, start + count):
-        noise = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(200))
+        noise = "".join(chr(rng.choice(alphabet)) for _ in range(200))
         rows[i]["messages"] = [
             {"role": "user", "content": "?"},
             {"role": "assistant", "content": noise},
@@ -202,45 +205,46 @@ def garbage_conversations(ws: Path, start: int, count: int) -> Path:
 
 
 def test_a_loss_spike_rolls_back_skips_the_window_and_lowers_the_lr(train_ws: Path) -> None:
-    # unshuffled, 4 rows a step: steps 15-17 read rows 56..67, all noise
-    garbage_conversations(train_ws, 56, 12)
+    # unshuffled, 4 rows a step: steps 31-33 read rows 120..131, all noise
+    garbage_conversations(train_ws, 120, 12)
     config = write_config(
         train_ws,
         "spike",
-        data={"train": "data/spiky.parquet", "max_length": 128, "shuffle": False},
+        data={"train": "data/spiky.parquet", "max_length": 512, "shuffle": False},
         checkpoint={"full_every": 6, "light_every": 6, "keep": 3},
+        max_steps=40,
     )
     result = run_json(config)
     (rollback,) = result["rollbacks"]
-    assert rollback["spike_steps"] == [15, 16, 17]
-    assert rollback["to_step"] == 12
-    assert rollback["skipped_positions"] == [56, 68]
+    assert rollback["spike_steps"] == [31, 32, 33]
+    assert rollback["to_step"] == 30
+    assert rollback["skipped_positions"] == [120, 132]
     assert rollback["lr_scale"] == 0.5
-    assert result["metrics"]["steps"] == 20 and result["metrics"]["rollbacks"] == 1
+    assert result["metrics"]["steps"] == 40 and result["metrics"]["rollbacks"] == 1
     records = log_records(train_ws / "out/spike/logs")
     events = [r["event"] for r in records if "event" in r]
     assert events.index("spike") < events.index("rollback")
-    # after the rollback, steps 13.. ran again without the noise and below the spike
+    # after the rollback, step 31 ran again on clean data, well below the spike
     last = {r["step"]: r["loss"] for r in records if "event" not in r}
-    spiked = next(r["loss"] for r in records if r.get("step") == 15 and "event" not in r)
-    assert last[15] < spiked
+    spiked = next(r["loss"] for r in records if r.get("step") == 31 and "event" not in r)
+    assert last[31] < spiked / 1.15
     card = json.loads((train_ws / "out/spike/model/training_card.json").read_text())
     assert card["rollbacks"] == result["rollbacks"]
 
 
 def test_the_stop_action_saves_and_exits_with_the_training_code(train_ws: Path) -> None:
-    garbage_conversations(train_ws, 56, 12)
+    garbage_conversations(train_ws, 120, 12)
     config = write_config(
         train_ws,
         "spike-stop",
-        data={"train": "data/spiky.parquet", "max_length": 128, "shuffle": False},
+        data={"train": "data/spiky.parquet", "max_length": 512, "shuffle": False},
         guards={"spike": {"action": "stop"}},
-        max_steps=18,
+        max_steps=40,
     )
     proc = offline_train("--config", str(config))
     assert proc.returncode == TrainingError.exit_code, proc.stderr[-3000:]
-    assert "loss spike: steps 15-17" in proc.stderr and "--resume auto" in proc.stderr
-    saved = next((train_ws / "out/spike-stop/checkpoints").glob("*/full/step-00000017"))
+    assert "loss spike: steps 31-33" in proc.stderr and "--resume auto" in proc.stderr
+    saved = next((train_ws / "out/spike-stop/checkpoints").glob("*/full/step-00000033"))
     assert verify(saved) is None
 
 
@@ -295,19 +299,15 @@ def test_a_full_disk_keeps_the_previous_checkpoint_valid(train_ws: Path) -> None
     )
     ckpt = train_ws / "out/full-disk/checkpoints"
     ckpt.mkdir(parents=True)
-    script = (
-        f"mount -t tmpfs -o size=40m none {ckpt} && "
-        f"{sys.executable} -m offline train --config {config}; rc=$?; "
-        f"ls -R {ckpt} > {ckpt.parent}/listing; "
-        f"python3 -c 'import sys' ; "
-        f"exit $rc"
-    )
-    verify_script = (
+    listing = (
         "import sys, pathlib; from offline.train.checkpoint import verify; "
-        "[print(p.name, verify(p)) for p in sorted(pathlib.Path(sys.argv[1]).glob('*/full/*'))]"
+        "[print(p.name, verify(p)) for p in sorted(pathlib.Path(sys.argv[1]).glob('*/full/*-*'))]"
     )
-    script = script.replace(
-        "python3 -c 'import sys'", f"{sys.executable} -c \"{verify_script}\" {ckpt}"
+    # 20 MB holds one full checkpoint of this model (13 MB) but not two
+    script = (
+        f"mount -t tmpfs -o size=20m none {ckpt} || exit 99; "
+        f"{sys.executable} -m offline train --config {config}; rc=$?; "
+        f'{sys.executable} -c "{listing}" {ckpt}; exit $rc'
     )
     proc = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],
