@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # e.g. make bundle MAX_PART_SIZE=4GiB also writes split volumes next to the bundle
 MAX_PART_SIZE ?=
 
-.PHONY: install test-deps test lint bundle bench demo clean
+.PHONY: install test-deps ds-ops test lint bundle bench demo clean
 
 install: $(STAMP)
 
@@ -24,8 +24,12 @@ test-deps:
 	bash scripts/install-test-deps.sh
 	PYTHON=$(PYTHON) bash scripts/install-labelstudio-venv.sh
 
+# DeepSpeed JIT-builds its CPU communication op on first use; build it once, outside the tests.
+ds-ops: install
+	$(BIN)/python -m offline.train.ops
+
 # Exit code 5 (no tests collected) means the suite is misconfigured: fail loudly, never pass.
-test: install test-deps
+test: install test-deps ds-ops
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -56,7 +60,7 @@ bench: install
 # namespace with no route out (root needed for that; otherwise it says so and installs anyway).
 DEMO_PREFIX ?= dist/demo-host
 demo: bundle
-	@if unshare -n true 2>/dev/null; then iso="unshare -n"; \
+	@if unshare -n true 2>/dev/null; then iso="bash scripts/isolated.sh"; \
 	else iso=""; echo "note: cannot create a network namespace (needs root): installing without one"; fi; \
 	rm -rf $(DEMO_PREFIX); \
 	$$iso bash scripts/install-offline.sh $(BUNDLE_OUT) --pubkey $(KEY_DIR)/bundle-signing.pub.pem \

@@ -44,6 +44,9 @@ GITIGNORE = """\
 /.dvc/site-cache/
 # Label Studio's database, secret (0600) and log: never in git.
 /.labelstudio/
+# Training checkpoints and logs stay local; the trained model is a DVC output.
+/checkpoints/
+/logs/
 __pycache__/
 *.pyc
 .venv/
@@ -51,7 +54,7 @@ __pycache__/
 
 
 def stages() -> dict[str, Any]:
-    """The ``dvc.yaml`` stages that exist so far: validate -> clean -> (label) -> split."""
+    """The ``dvc.yaml`` stages: validate -> clean -> (label) -> split -> init_model -> train."""
     return {
         "stages": {
             "validate": {
@@ -94,8 +97,64 @@ def stages() -> dict[str, Any]:
                 "outs": ["data/split"],
                 "metrics": [{"metrics/split.json": {"cache": False}}],
             },
+            # The embedded default model: random weights, a tokenizer trained on the cleaned text.
+            "init_model": {
+                "cmd": "offline train init-model --tokenizer-from data/clean --out models/tiny",
+                "deps": ["data/clean"],
+                "outs": ["models/tiny"],
+            },
+            # A changed config or data is a new run (its own checkpoint directory); the same
+            # run interrupted picks up from its newest valid checkpoint.
+            "train": {
+                "cmd": "offline train --config train.yaml --resume auto",
+                "deps": ["train.yaml", "models/tiny", "data/split"],
+                "outs": ["models/trained"],
+                "metrics": [{"metrics/train.json": {"cache": False}}],
+                "plots": [
+                    {
+                        "metrics/train_loss.json": {
+                            "cache": False,
+                            "x": "step",
+                            "y": "loss",
+                            "template": "offline_line",
+                            "title": "training loss",
+                        }
+                    }
+                ],
+            },
         }
     }
+
+
+TRAIN_CONFIG = """\
+# offline train --config train.yaml [key=value ...]; `offline train validate` lists every
+# problem at once, `offline train plan` prints the DeepSpeed JSON. Paths are relative to this
+# directory. Every key and its default: README "Training".
+model: models/tiny
+task: sft  # sft | classification | pretrain
+data:
+  train: data/split/conversations/train.parquet
+  validation: data/split/conversations/validation.parquet
+  max_length: 256
+output_dir: models/trained
+precision: auto  # bf16 on a GPU that has it, fp32 on CPU
+zero_stage: 2
+micro_batch_size: 8
+gradient_accumulation_steps: 1
+max_steps: 100
+learning_rate: 0.003
+warmup_steps: 10
+eval_every: 25
+seed: 42
+checkpoint:
+  dir: checkpoints
+  full_every: 50  # engine, optimizer, scheduler, RNG, data position
+  light_every: 25  # weights only
+  keep: 3
+guards:
+  spike:
+    action: rollback  # warn | stop | rollback
+"""
 
 
 @dataclass
@@ -159,6 +218,7 @@ def _write_files(directory: Path) -> list[str]:
         "params.yaml": PARAMS_HEADER + params,
         "dvc.yaml": yaml.safe_dump(stages(), sort_keys=False),
         ".gitignore": GITIGNORE,
+        "train.yaml": TRAIN_CONFIG,
     }
     # The page and the Vega-Lite templates: none names a URL, so nothing is fetched to render.
     assets = resources.files("offline.data").joinpath("assets")

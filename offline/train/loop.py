@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offline.errors import ConfigError, NotFoundError, ResourceError, TrainingError
+from offline.errors import (
+    ConfigError,
+    NetworkError,
+    NotFoundError,
+    ResourceError,
+    TrainingError,
+)
 from offline.train.checkpoint import Channel, Found, step_name, verify
 from offline.train.config import (
     BETAS,
@@ -90,8 +96,22 @@ class WarmupCosine:
 
 
 def _free_port() -> int:
+    """A free loopback port, after checking loopback works (gloo rendezvous needs it).
+
+    An interface-less network namespace (``unshare -n``) has loopback down; without this check
+    the process group would wait out its timeout instead of saying why.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        try:
+            socket.create_connection(sock.getsockname(), timeout=5).close()
+        except OSError as exc:
+            raise NetworkError(
+                f"cannot connect to 127.0.0.1 ({exc.strerror}): training needs the loopback"
+                " interface for its process group",
+                fix="bring it up: ip link set lo up",
+            ) from None
         return int(sock.getsockname()[1])
 
 

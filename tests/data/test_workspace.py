@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from offline.data.workspace import init
 from offline.errors import ConfigError
@@ -26,9 +27,10 @@ URL = re.compile(r"\b(?:https?|wss?|ftp)://", re.IGNORECASE)
 
 
 def isolated() -> list[str]:
-    """A prefix that runs a command with no network, when this machine allows it."""
+    """A prefix that runs a command with no network but loopback (as on an air-gapped host),
+    when this machine allows it."""
     if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"]).returncode == 0:
-        return ["unshare", "-n"]
+        return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "isolated"]
     return []
 
 
@@ -53,6 +55,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = base / "ws"
     run([str(BIN / "offline"), "init", str(ws), "--remote", str(base / "nas")], base)
     run([str(BIN / "offline"), "data", "sample", "--out", "data/raw", "--rows", "600"], ws)
+    # the shipped training config, shortened: this test is about the pipeline around it
+    config = yaml.safe_load((ws / "train.yaml").read_text())
+    config.update(max_steps=12, warmup_steps=2, eval_every=6, micro_batch_size=4)
+    config["checkpoint"].update(full_every=6, light_every=3)
+    (ws / "train.yaml").write_text(yaml.safe_dump(config))
     return ws
 
 
@@ -81,7 +88,9 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     raw_before = digests(workspace / "data/raw")
     dvc = [sys.executable, "-m", "dvc"]
     out = run([*isolated(), *dvc, "repro"], workspace).stdout
-    assert re.findall(r"Running stage '(\w+)'", out) == ["validate", "clean", "label", "split"]
+    ran = re.findall(r"Running stage '(\w+)'", out)
+    assert sorted(ran) == sorted(["validate", "clean", "label", "split", "init_model", "train"])
+    assert ran.index("train") > max(ran.index("split"), ran.index("init_model"))
     assert "no project pushed yet" in out
     assert digests(workspace / "data/raw") == raw_before
     metrics = json.loads((workspace / "metrics/clean.json").read_text())
@@ -90,6 +99,10 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     assert set(metrics["pii"]) >= {"email", "phone", "cn_id", "bank_card", "ipv4", "ipv6"}
     for side in ("train", "validation", "test"):
         assert pq.read_metadata(workspace / f"data/split/tickets/{side}.parquet").num_rows > 0
+    trained = json.loads((workspace / "metrics/train.json").read_text())
+    assert trained["steps"] == 12 and trained["loss"] < trained["loss_first"]
+    card = json.loads((workspace / "models/trained/training_card.json").read_text())
+    assert {e["stage"] for e in card["data"]["dvc_lock"]} >= {"split"}  # lineage from dvc.lock
 
     pushed = run([*isolated(), *dvc, "push"], workspace).stdout
     assert "pushed" in pushed
@@ -103,4 +116,5 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     run([*isolated(), *dvc, "plots", "show", "-o", "plots"], workspace)
     page = (workspace / "plots/index.html").read_text()
     assert "vegaEmbed" in page and "rows kept after each cleaning step" in page
+    assert "training loss" in page
     assert not URL.search(page), URL.search(page)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offline.errors import ConfigError, DataError, ResourceError, TrainingError
+from offline.errors import ConfigError, DataError, NetworkError, ResourceError, TrainingError
 from offline.train.checkpoint import verify
 from tests.train.conftest import (
     log_records,
@@ -379,3 +379,17 @@ def test_two_ranks_through_the_deepspeed_launcher(train_ws: Path) -> None:
     assert (train_ws / "out/ranks/model/model.safetensors").is_file()
     states = list((train_ws / "out/ranks/checkpoints").glob("*/full/step-00000004/rng/*.pt"))
     assert sorted(p.name for p in states) == ["rank-0.pt", "rank-1.pt"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root (CI is root)")
+def test_loopback_down_is_named_not_waited_out(train_ws: Path) -> None:
+    config = write_config(train_ws, "no-lo", max_steps=4)
+    proc = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "offline", "train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=train_env(),
+        timeout=120,
+    )
+    assert proc.returncode == NetworkError.exit_code, proc.stderr[-2000:]
+    assert "ip link set lo up" in proc.stderr
