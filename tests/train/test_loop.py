@@ -17,7 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offline.errors import ConfigError, DataError, NetworkError, ResourceError, TrainingError
+from offline.errors import (
+    ConfigError,
+    DataError,
+    NetworkError,
+    NotFoundError,
+    ResourceError,
+    TrainingError,
+)
 from offline.train.checkpoint import verify
 from tests.train.conftest import (
     log_records,
@@ -287,6 +294,16 @@ def test_bad_data_is_named_before_training_starts(train_ws: Path) -> None:
     )
     proc = offline_train("--config", str(empty))
     assert proc.returncode == DataError.exit_code and "has no rows" in proc.stderr
+
+
+def test_a_model_without_its_tokenizer_is_named(train_ws: Path) -> None:
+    bare = train_ws / "models/bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(train_ws / "models/tiny" / name, bare / name)
+    proc = offline_train("--config", str(write_config(train_ws, "bare", model="models/bare")))
+    assert proc.returncode == NotFoundError.exit_code, proc.stderr[-2000:]
+    assert "models/bare has no usable tokenizer" in proc.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI is root)")
