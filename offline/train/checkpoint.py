@@ -17,19 +17,15 @@ checkpoint; a full disk removes the partial one and leaves the previous checkpoi
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from offline.errors import ResourceError
 
 MANIFEST = "manifest.json"
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -175,23 +171,3 @@ class Channel:
         for found, path in self.steps():
             if found > step:
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def guarded_write(channel: Channel, step: int, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` and commit; a full disk removes the partial checkpoint and says so."""
-    tmp = channel.begin(step)
-    try:
-        write(tmp)
-        return channel.commit(tmp, step, {})
-    except OSError as exc:
-        channel.abort(tmp)
-        previous = channel.newest_valid()
-        kept = f"; {previous.path} stays valid" if previous else ""
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ResourceError(
-                f"disk full while writing checkpoint {step_name(step)} in {channel.root}{kept}",
-                fix="free space, lower checkpoint.keep, or set checkpoint.dir to a larger disk",
-            ) from None
-        raise ResourceError(
-            f"cannot write checkpoint {step_name(step)} in {channel.root}: {exc}{kept}"
-        ) from None

@@ -36,7 +36,7 @@ from offline.errors import (
     ResourceError,
     TrainingError,
 )
-from offline.train.checkpoint import Channel, Found, step_name, verify
+from offline.train.checkpoint import Channel, Found, read_manifest, step_name, verify
 from offline.train.config import (
     BETAS,
     EPS,
@@ -566,9 +566,19 @@ class Trainer:
             return None, [(path, verify(path) or "") for _, path in self.full.steps()]
         path = Path(self.resume)
         problem = verify(path)
+        if problem is None and not (path / "state").is_dir():
+            problem = "not a full checkpoint (a light one holds weights only)"
+        if problem is None and read_manifest(path).get("run_id") != self.run_id:
+            problem = (
+                f"saved by run {read_manifest(path).get('run_id')}, not this run"
+                f" ({self.run_id}): the config, data or model differ"
+            )
         if problem is not None:
-            raise ConfigError(f"--resume {path}: {problem}", fix="pick another checkpoint")
-        return Found(path, int(path.name.split("-")[-1]), []), []
+            raise ConfigError(
+                f"--resume {path}: {problem}",
+                fix="pick a full checkpoint of this run, or --resume auto",
+            )
+        return Found(path, int(read_manifest(path)["step"]), []), []
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:

@@ -162,6 +162,13 @@ def test_a_fresh_run_refuses_to_mix_with_existing_checkpoints(
     proc = offline_train("--config", str(train_ws / "ref.yaml"))
     assert proc.returncode == ConfigError.exit_code
     assert "--resume auto" in proc.stderr
+    light = next((train_ws / "out/ref/checkpoints").glob("*/light/step-00000015"))
+    proc = offline_train("--config", str(train_ws / "ref.yaml"), "--resume", str(light))
+    assert proc.returncode == ConfigError.exit_code and "not a full checkpoint" in proc.stderr
+    other = write_config(train_ws, "other-seed", seed=7)
+    full = next((train_ws / "out/ref/checkpoints").glob("*/full/step-00000018"))
+    proc = offline_train("--config", str(other), "--resume", str(full))
+    assert proc.returncode == ConfigError.exit_code and "not this run" in proc.stderr
 
 
 @pytest.mark.parametrize(
