@@ -10,6 +10,7 @@ OfflineError                      exit 1   base class; message says what, where,
 ├── ToolError                     exit 9   an external tool (uv, skopeo) is missing or failed
 ├── DataError                     exit 10  a dataset cannot be read or fails a validation check
 ├── TrainingError                 exit 11  a training guard stopped the run (NaN, loss spike, OOM)
+├── GateError                     exit 12  an exported artifact failed the deployment gate
 └── DoctorError                   exit 2   deepseek-doctor itself could not run (bad options)
 
 Usage errors (bad command-line syntax) exit 2; an unexpected crash exits 70.
@@ -68,6 +69,10 @@ class TrainingError(OfflineError):
     exit_code = 11
 
 
+class GateError(OfflineError):
+    exit_code = 12
+
+
 class DoctorError(OfflineError):
     exit_code = 2
 
@@ -81,6 +86,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DoctorError",
+    "GateError",
     "IntegrityError",
     "NetworkError",
     "NotFoundError",

@@ -26,6 +26,7 @@ GROUPS: dict[str, str] = {
 # Top-level commands that are not groups: name -> (module, function).
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("offline.cli.data", "init_cmd"),
+    "export": ("offline.cli.export", "export_cmd"),
 }
 
 app = typer.Typer(

@@ -1,0 +1,54 @@
+"""``offline export``: TorchScript, torch.export and TVM artifacts of a trained model, gated."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from offline.cli.render import print_json
+
+
+def export_cmd(
+    model: Annotated[Path, typer.Option("--model", help="offline train's output directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the artifacts and card.")],
+    format_: Annotated[
+        list[str], typer.Option("--format", help="torchscript, pt2 or tvm; repeat for several.")
+    ],
+    quantize: Annotated[str, typer.Option(help="none or int8 (dynamic, Linear layers).")] = "none",
+    target: Annotated[str, typer.Option(help="x86_64, or aarch64 (TVM only).")] = "x86_64",
+    seq_len: Annotated[int, typer.Option("--seq-len", min=2, help="Fixed sequence length.")] = 64,
+    sample: Annotated[
+        Path | None, typer.Option(help="Held-out rows for the gate (default: random ids).")
+    ] = None,
+    sample_rows: Annotated[int, typer.Option("--sample-rows", min=1)] = 64,
+    max_accuracy_drop: Annotated[
+        float, typer.Option("--max-accuracy-drop", help="Gate: points of accuracy.")
+    ] = 1.0,
+    min_agreement: Annotated[
+        float, typer.Option("--min-agreement", help="Gate: top-1 agreement with eager fp32.")
+    ] = 0.9,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+) -> None:
+    """Export a model, compare each artifact with the eager model, write a deployment card."""
+    from offline.deploy.export import Gate, export
+
+    with contextlib.redirect_stdout(sys.stderr):  # TVM and torch print while compiling
+        artifacts = export(
+            model,
+            out,
+            formats=format_,
+            quantize=quantize,
+            target=target,
+            seq_len=seq_len,
+            sample=sample,
+            sample_rows=sample_rows,
+            gate=Gate(max_accuracy_drop, min_agreement),
+        )
+    if json_out:
+        print_json([a.__dict__ for a in artifacts])
+        return
+    sys.stdout.write((out / "EXPORT_CARD.md").read_text())

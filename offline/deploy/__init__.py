@@ -1,0 +1,1 @@
+"""Deployment: export a trained model to TorchScript, torch.export (pt2) and TVM artifacts."""

@@ -1,0 +1,522 @@
+"""``offline export``: a trained model as TorchScript, torch.export (pt2) and TVM artifacts.
+
+Every artifact is a function of one input, ``input_ids`` of shape ``(batch, seq_len)`` (right
+padded with the tokenizer's pad token), returning the logits: per token for a causal LM, per
+sequence for a classifier. Each is written, loaded back from disk and compared with the fp32
+eager model on a held-out sample (the deployment gate) before the export counts as done.
+
+Mixture-of-experts models are exported with transformers' ``batched_mm`` experts, whose shapes
+do not depend on the routing, so a trace or an exported graph stays correct for every input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offline.errors import ConfigError, GateError, NotFoundError, ToolError
+
+FORMATS = ("torchscript", "pt2", "tvm")
+TARGETS = ("x86_64", "aarch64")
+QUANTIZE = ("none", "int8")
+# TVM targets: a dict, since TVM rejects -mtriple in target strings
+TVM_TARGETS: dict[str, dict[str, str]] = {
+    "x86_64": {"kind": "llvm"},
+    "aarch64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"},
+}
+CROSS_COMPILER = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}
+
+
+@dataclass
+class Gate:
+    max_accuracy_drop: float = 1.0  # points
+    min_top1_agreement: float = 0.9
+
+
+@dataclass
+class Loaded:
+    model: Any  # the wrapper: input_ids -> logits
+    tokenizer: Any
+    kind: str  # "causal-lm" or "sequence-classification"
+    source_digest: str
+
+
+@dataclass
+class Sample:
+    input_ids: Any  # (n, seq_len) int64
+    lengths: list[int]
+    labels: list[int] | None = None  # classification targets
+
+
+@dataclass
+class Artifact:
+    format: str
+    quantize: str
+    target: str
+    path: str
+    bytes: int
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    parity: dict[str, float] = field(default_factory=dict)
+    gate: str = "not run"
+    failed: list[str] = field(default_factory=list)
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json")):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def load(model_dir: Path) -> Loaded:
+    """The fp32 eager model behind a logits-only wrapper, and its tokenizer.
+
+    Raises:
+        NotFoundError: ``model_dir`` is missing or is not a transformers model directory.
+    """
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    if not (model_dir / "config.json").is_file():
+        raise NotFoundError(
+            f"--model {model_dir} is not a model directory (no config.json)",
+            fix="point --model at `offline train`'s output_dir (e.g. models/trained)",
+        )
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    auto: Any = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
+    if getattr(config, "n_routed_experts", None) or getattr(config, "num_experts", None):
+        kwargs["experts_implementation"] = "batched_mm"
+    model = auto.from_pretrained(model_dir, **kwargs).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, use_cache=False).logits  # type: ignore[no-any-return]
+
+    kind = "sequence-classification" if classifier else "causal-lm"
+    return Loaded(Logits(model).eval(), tok, kind, _digest(model_dir))
+
+
+def make_sample(
+    loaded: Loaded, seq_len: int, path: Path | None, rows: int, label_column: str = "label"
+) -> Sample:
+    """Held-out rows (text, and labels for a classifier) as padded ids; random ids without one."""
+    import torch
+
+    tok = loaded.tokenizer
+    texts: list[str]
+    labels: list[int] | None = None
+    if path is None:
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, len(tok), (rows, seq_len), generator=gen)
+        return Sample(ids, [seq_len] * rows)
+    from offline.train.data import _texts, read_table
+
+    table = read_table(path).slice(0, rows)
+    texts = _texts(table, None, path)
+    if loaded.kind == "sequence-classification" and label_column in table.schema.names:
+        label2id = loaded.model.inner.config.label2id
+        raw = [str(v) for v in table.column(label_column).to_pylist()]
+        unknown = sorted({v for v in raw if v not in label2id})
+        if unknown:
+            raise ConfigError(
+                f"--sample {path}: labels the model does not know: {', '.join(unknown)}",
+                fix="use a held-out split of the data the model was trained on",
+            )
+        labels = [label2id[v] for v in raw]
+    enc = tok(texts, truncation=True, max_length=seq_len, padding="max_length")
+    lengths = [max(1, sum(mask)) for mask in enc["attention_mask"]]
+    return Sample(torch.tensor(enc["input_ids"]), lengths, labels)
+
+
+def _batches(sample: Sample, size: int) -> list[Any]:
+    return [sample.input_ids[i : i + size] for i in range(0, len(sample.input_ids), size)]
+
+
+def _run_all(fn: Callable[[Any], Any], sample: Sample) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([fn(b) for b in _batches(sample, 8)])
+
+
+def parity(reference: Any, logits: Any, sample: Sample, kind: str) -> dict[str, float]:
+    """Max logit difference, top-1 agreement and accuracy of ``logits`` against ``reference``.
+
+    A causal LM is judged on the real (unpadded) positions: agreement of the argmax, and
+    next-token accuracy against the sample's own next tokens.
+    """
+    import torch
+
+    if kind == "sequence-classification":
+        ref_top, top = reference.argmax(-1), logits.argmax(-1)
+        out = {
+            "max_abs_diff": float((reference - logits).abs().max()),
+            "top1_agreement": float((ref_top == top).float().mean()),
+        }
+        if sample.labels is not None:
+            labels = torch.tensor(sample.labels)
+            out["accuracy_eager"] = float((ref_top == labels).float().mean())
+            out["accuracy"] = float((top == labels).float().mean())
+        return out
+    mask = torch.zeros(sample.input_ids.shape, dtype=torch.bool)
+    for row, length in enumerate(sample.lengths):
+        mask[row, : max(length - 1, 1)] = True
+    ref_top, top = reference.argmax(-1)[mask], logits.argmax(-1)[mask]
+    following = torch.roll(sample.input_ids, -1, dims=1)[mask]
+    return {
+        "max_abs_diff": float((reference - logits)[mask].abs().max()),
+        "top1_agreement": float((ref_top == top).float().mean()),
+        "accuracy_eager": float((ref_top == following).float().mean()),
+        "accuracy": float((top == following).float().mean()),
+    }
+
+
+def judge(found: dict[str, float], gate: Gate) -> list[str]:
+    """The gate's failed figures, each with its value and limit."""
+    failed = []
+    if found["top1_agreement"] < gate.min_top1_agreement:
+        failed.append(
+            f"top-1 agreement {found['top1_agreement']:.2%} < {gate.min_top1_agreement:.0%}"
+        )
+    if "accuracy" in found:
+        drop = (found["accuracy_eager"] - found["accuracy"]) * 100
+        if drop > gate.max_accuracy_drop:
+            failed.append(f"accuracy drop {drop:.2f} points > {gate.max_accuracy_drop:g}")
+    return failed
+
+
+def latency(
+    fn: Callable[[Any], Any], seq_len: int, vocab: int, batch: int, runs: int
+) -> dict[str, float]:
+    import torch
+
+    ids = torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(1))
+    times = []
+    with torch.no_grad():
+        fn(ids)
+        for _ in range(runs):
+            started = time.perf_counter()
+            fn(ids)
+            times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {
+        f"b{batch}_p50": round(statistics.median(times), 3),
+        f"b{batch}_p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], 3),
+    }
+
+
+# -- formats ----------------------------------------------------------------------------------
+
+
+def _quantized_copy(loaded: Loaded, how: str) -> Any:
+    """A deep copy of the wrapper with its Linear layers in dynamic int8 (``how``: ao|torchao)."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(loaded.model)
+    if how == "ao":  # TorchScript: torch.ao's dynamic quantized Linear
+        ao: Any = torch.ao.quantization  # untyped
+        with warnings.catch_warnings():  # deprecated with TorchScript, still what it runs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ao.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        raise ToolError(
+            "pt2 int8 needs torchao", fix="install the deploy extra: pip install torchao"
+        ) from None
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    return model
+
+
+def export_torchscript(loaded: Loaded, example: Any, quantize: str, out: Path) -> Path:
+    import torch
+
+    model = _quantized_copy(loaded, "ao") if quantize == "int8" else loaded.model
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
+        jit: Any = torch.jit  # untyped
+        traced = jit.trace(model, (example,), check_trace=False)
+    path = out / f"model-{quantize}.torchscript.pt"
+    torch.jit.save(traced, str(path))
+    return path
+
+
+def load_torchscript(path: Path) -> Callable[[Any], Any]:
+    import torch
+
+    jit: Any = torch.jit
+    module = jit.load(str(path))
+    return lambda ids: module(ids)
+
+
+def _export_program(model: Any, example: Any, dynamic_batch: bool = True) -> Any:
+    import torch
+
+    shapes = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic_batch else None
+    with torch.no_grad():
+        try:
+            return torch.export.export(model, (example,), dynamic_shapes=shapes)
+        except Exception as exc:  # torch.export's errors name the op it cannot capture
+            raise ConfigError(
+                f"torch.export cannot capture this model: {str(exc).splitlines()[0][:300]}",
+                fix="export --format torchscript instead",
+            ) from None
+
+
+def export_pt2(loaded: Loaded, example: Any, quantize: str, out: Path) -> Path:
+    import torch
+
+    model = _quantized_copy(loaded, "torchao") if quantize == "int8" else loaded.model
+    program = _export_program(model, example)
+    path = out / f"model-{quantize}.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+def load_pt2(path: Path) -> Callable[[Any], Any]:
+    import torch
+
+    module = torch.export.load(str(path)).module()
+    return lambda ids: module(ids)
+
+
+def _tvm_friendly(program: Any) -> Any:
+    """Rewrite two graph details TVM's importer rejects, without changing results.
+
+    ``topk(sorted=False)`` becomes sorted (the router sums its experts, order is irrelevant);
+    ``cumsum`` of a bool gets an integer accumulator (TVM's codegen cannot add bools).
+    """
+    import torch
+
+    for node in program.graph.nodes:
+        if node.target == torch.ops.aten.topk.default:
+            args = list(node.args)
+            defaults = {2: -1, 3: True}
+            while len(args) < 4:
+                args.append(defaults[len(args)])
+            node.args = (*args[:4], True)
+        elif (
+            node.target == torch.ops.aten.cumsum.default
+            and node.args[0].meta["val"].dtype == torch.bool
+            and "dtype" not in node.kwargs
+        ):
+            node.kwargs = {**node.kwargs, "dtype": torch.int64}
+    return program
+
+
+def export_tvm(loaded: Loaded, example: Any, quantize: str, target: str, out: Path) -> Path:
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    if quantize == "int8":
+        raise ConfigError(
+            "TVM int8 is not available yet",
+            fix="export --format tvm --quantize none, or pt2/torchscript with --quantize int8",
+        )
+    cc = None
+    if target in CROSS_COMPILER:
+        cc, package = CROSS_COMPILER[target]
+        if shutil.which(cc) is None:
+            raise ToolError(
+                f"cross compiling for {target} needs {cc}", fix=f"apt-get install {package}"
+            )
+    # TVM's importer needs static shapes: the library takes one sequence per call
+    program = _tvm_friendly(_export_program(loaded.model, example[:1], dynamic_batch=False))
+    try:
+        mod = from_exported_program(program)
+    except (AssertionError, NotImplementedError, ValueError) as exc:
+        raise ConfigError(
+            f"TVM cannot import this model: {exc}",
+            fix="export --format pt2 or torchscript instead",
+        ) from None
+    executable = relax.build(mod, target=tvm.target.Target(TVM_TARGETS[target]))
+    path = out / f"model-{quantize}-{target}.so"
+    if cc is None:
+        executable.export_library(str(path))
+    else:
+        executable.export_library(str(path), fcompile=_cross(cc))
+    return path
+
+
+def _cross(cc: str) -> Any:
+    from tvm.support import cc as tvm_cc
+
+    return tvm_cc.cross_compiler(cc)
+
+
+def load_tvm(path: Path) -> Callable[[Any], Any]:
+    import torch
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+
+    def one(row: Any) -> Any:
+        out = vm["main"](tvm.runtime.tensor(row.numpy()))
+        first = out[0] if not hasattr(out, "numpy") else out
+        return torch.from_numpy(first.numpy())
+
+    def run(ids: Any) -> Any:  # compiled for batch 1: a batch is that many calls
+        return torch.cat([one(ids[i : i + 1]) for i in range(ids.shape[0])])
+
+    return run
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def export(
+    model_dir: Path,
+    out: Path,
+    *,
+    formats: list[str],
+    quantize: str = "none",
+    target: str = "x86_64",
+    seq_len: int = 64,
+    sample: Path | None = None,
+    sample_rows: int = 64,
+    gate: Gate | None = None,
+    latency_runs: int = 20,
+) -> list[Artifact]:
+    """Export ``model_dir`` in every format of ``formats`` into ``out`` and gate each one.
+
+    The artifacts are written under a temporary name and ``out`` appears only when all pass.
+
+    Raises:
+        ConfigError: an unknown format, target or quantization, or an op a format cannot take.
+        NotFoundError: no model at ``model_dir``.
+        ToolError: a cross compiler or torchao is missing.
+        GateError: an artifact failed the gate (the card in ``out`` says which figure).
+    """
+    import torch
+
+    gate = gate or Gate()
+    for name, value, allowed in (
+        ("--format", formats, FORMATS),
+        ("--target", [target], TARGETS),
+        ("--quantize", [quantize], QUANTIZE),
+    ):
+        bad = [v for v in value if v not in allowed]
+        if bad or not value:
+            raise ConfigError(f"unknown {name} {', '.join(bad)}", fix=f"use {', '.join(allowed)}")
+    if target != "x86_64" and formats != ["tvm"]:
+        raise ConfigError(
+            f"--target {target} is for TVM only", fix="export --format tvm --target aarch64"
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    loaded = load(model_dir)
+    held_out = make_sample(loaded, seq_len, sample, sample_rows)
+    reference = _run_all(loaded.model, held_out)
+    example = held_out.input_ids[:2]
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    artifacts = []
+    vocab = len(loaded.tokenizer)
+    eager = Artifact("eager", "none", "x86_64", "", 0)
+    for batch in (1, 8):
+        eager.latency_ms.update(latency(loaded.model, seq_len, vocab, batch, latency_runs))
+    for fmt in formats:
+        if fmt == "torchscript":
+            path = export_torchscript(loaded, example, quantize, tmp)
+            runner: Callable[[Any], Any] | None = load_torchscript(path)
+        elif fmt == "pt2":
+            path = export_pt2(loaded, example, quantize, tmp)
+            runner = load_pt2(path)
+        else:
+            path = export_tvm(loaded, example, quantize, target, tmp)
+            runner = load_tvm(path) if target == "x86_64" else None
+        art = Artifact(fmt, quantize, target, path.name, path.stat().st_size)
+        if runner is not None:
+            art.parity = parity(reference, _run_all(runner, held_out), held_out, loaded.kind)
+            art.failed = judge(art.parity, gate)
+            art.gate = "fail" if art.failed else "pass"
+            for batch in (1, 8):
+                art.latency_ms.update(latency(runner, seq_len, vocab, batch, latency_runs))
+        else:
+            art.gate = f"not run here ({target} artifact)"
+        artifacts.append(art)
+    loaded.tokenizer.save_pretrained(tmp / "tokenizer")
+    card = {
+        "model": str(model_dir),
+        "kind": loaded.kind,
+        "source_sha256": loaded.source_digest,
+        "seq_len": seq_len,
+        "sample": str(sample) if sample else "random token ids",
+        "sample_rows": len(held_out.lengths),
+        "gate": asdict(gate),
+        "eager": asdict(eager),
+        "artifacts": [asdict(a) for a in artifacts],
+    }
+    (tmp / "export_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (tmp / "EXPORT_CARD.md").write_text(card_markdown(card))
+    failed = [a for a in artifacts if a.failed]
+    if failed:
+        rejected = out.with_name(f"{out.name}.rejected")
+        shutil.rmtree(rejected, ignore_errors=True)
+        tmp.rename(rejected)
+        reasons = "; ".join(f"{a.format} {a.quantize}: {', '.join(a.failed)}" for a in failed)
+        raise GateError(
+            f"the deployment gate failed: {reasons} (card: {rejected}/EXPORT_CARD.md)",
+            fix="export without --quantize int8, or loosen --max-accuracy-drop/--min-agreement",
+        )
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return artifacts
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    eager = card["eager"]["latency_ms"]
+    lines = [
+        f"# Export card: {card['model']}",
+        "",
+        f"{card['kind']}, seq_len {card['seq_len']}, sample: {card['sample']}"
+        f" ({card['sample_rows']} rows), source sha256 {card['source_sha256'][:16]}",
+        "",
+        "| format | quantize | target | MB | b1 p50 ms | b1 p99 ms | b8 p50 ms | b8 p99 ms |"
+        " max diff | top-1 agree | accuracy | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| eager | none | x86_64 | | {eager['b1_p50']} | {eager['b1_p99']} |"
+        f" {eager['b8_p50']} | {eager['b8_p99']} | | | | |",
+    ]
+    for a in card["artifacts"]:
+        lat, par = a["latency_ms"], a["parity"]
+        acc = par.get("accuracy")
+        lines.append(
+            f"| {a['format']} | {a['quantize']} | {a['target']} | {a['bytes'] / 1e6:.2f} |"
+            f" {lat.get('b1_p50', '')} | {lat.get('b1_p99', '')} | {lat.get('b8_p50', '')} |"
+            f" {lat.get('b8_p99', '')} | {par.get('max_abs_diff', 0):.4g} |"
+            f" {par.get('top1_agreement', 0):.2%} | {'' if acc is None else f'{acc:.2%}'} |"
+            f" {a['gate']}{': ' + '; '.join(a['failed']) if a['failed'] else ''} |"
+        )
+    return "\n".join(lines) + "\n"
