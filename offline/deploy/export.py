@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -466,9 +467,16 @@ def export(
             art.gate = f"not run here ({target} artifact)"
         artifacts.append(art)
     loaded.tokenizer.save_pretrained(tmp / "tokenizer")
+    inner_config = loaded.model.inner.config
     card = {
         "model": str(model_dir),
         "kind": loaded.kind,
+        "labels": (
+            [inner_config.id2label[i] for i in range(inner_config.num_labels)]
+            if loaded.kind == "sequence-classification"
+            else None
+        ),
+        "pad_token_id": loaded.tokenizer.pad_token_id,
         "source_sha256": loaded.source_digest,
         "seq_len": seq_len,
         "sample": str(sample) if sample else "random token ids",
@@ -489,10 +497,64 @@ def export(
             f"the deployment gate failed: {reasons} (card: {rejected}/EXPORT_CARD.md)",
             fix="export without --quantize int8, or loosen --max-accuracy-drop/--min-agreement",
         )
+    package(tmp, f"edge-{model_dir.resolve().name}-{target}.tar", target)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return artifacts
+
+
+def shipped_dir(name: str) -> Path:
+    """``deploy/`` or ``bundle/`` as shipped: the source checkout, else a bundle's ``files/``."""
+    import offline
+
+    override = os.environ.get(f"DEEPSEEK_OFFLINE_{name.upper()}_DIR")
+    candidates = [Path(override)] if override else []
+    candidates += [
+        Path(offline.__file__).resolve().parents[1] / name,
+        Path(sys.prefix).parent.parent / "files" / name,
+    ]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise NotFoundError(
+        f"no {name}/ directory in: {', '.join(str(c) for c in candidates)}",
+        fix=f"set DEEPSEEK_OFFLINE_{name.upper()}_DIR to the toolkit's {name}/ directory",
+    )
+
+
+def package(directory: Path, name: str, target: str) -> Path:
+    """``directory`` as an edge package: its files, the run script and unit, the runtime
+    requirements, and ``manifest.json`` with every file's sha256; one uncompressed tar.
+    """
+    import hashlib
+    import tarfile
+
+    edge = shipped_dir("deploy") / "edge"
+    for asset in ("run_edge.py", "deepseek-edge.service"):
+        shutil.copy(edge / asset, directory / asset)
+    requirements = shipped_dir("bundle") / "requirements" / "edge-aarch64.in"
+    (directory / "runtime-requirements.txt").write_text(
+        f"# What the device needs ({target}); bundle/edge-aarch64.toml carries the aarch64"
+        " wheels across the gap\n" + requirements.read_text()
+    )
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.endswith(".tar"))
+    manifest = {
+        "target": target,
+        "files": {
+            p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files
+        },
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    tar_path = directory / name
+    with tarfile.open(tar_path, "w") as tar:
+        for path in [*files, directory / "manifest.json"]:
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(directory).as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    return tar_path
 
 
 def card_markdown(card: dict[str, Any]) -> str:

@@ -96,6 +96,30 @@ def test_the_lm_exports_to_every_format_and_each_artifact_matches_eager(ws: Path
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("(1, 32, 2000)")
 
+    # the edge package: every file hashed, the runner answers from the extracted tar
+    import hashlib
+    import tarfile
+
+    tar_path = out / "edge-lm-x86_64.tar"
+    device = ws / "device"
+    with tarfile.open(tar_path) as tar:
+        names = set(tar.getnames())
+        tar.extractall(device, filter="data")
+    assert {"run_edge.py", "deepseek-edge.service", "runtime-requirements.txt"} <= names
+    assert {"manifest.json", "export_card.json", "model-none-x86_64.so"} <= names
+    manifest = json.loads((device / "manifest.json").read_text())
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((device / rel).read_bytes()).hexdigest() == digest, rel
+    assert "apache-tvm" in (device / "runtime-requirements.txt").read_text()
+    proc = subprocess.run(
+        [sys.executable, str(device / "run_edge.py"), "--text", "where is my parcel?"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "next_token" in json.loads(proc.stdout)[0]
+
 
 def test_int8_artifacts_are_smaller_and_keep_accuracy(ws: Path) -> None:
     sizes: dict[tuple[str, str, str], int] = {}

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Run an exported TVM artifact on an edge device: TVM runtime, numpy and tokenizers only.
+
+    python3 run_edge.py --text "where is my parcel?"          # one prediction, as JSON
+    python3 run_edge.py --serve 8080                          # POST /predict {"texts": [...]}
+
+Reads export_card.json beside it for the sequence length, the kind of model and its labels,
+and loads the first TVM library of this machine's architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(platform.machine())
+
+
+class Model:
+    def __init__(self, directory: Path) -> None:
+        import numpy as np
+        import tvm
+        from tokenizers import Tokenizer
+        from tvm import relax
+
+        self.np = np
+        self.tvm = tvm
+        self.card = json.loads((directory / "export_card.json").read_text())
+        libs = [a for a in self.card["artifacts"] if a["format"] == "tvm" and a["target"] == ARCH]
+        if not libs:
+            sys.exit(f"error: no TVM artifact for {ARCH} in {directory}; export --target {ARCH}")
+        library = tvm.runtime.load_module(str(directory / libs[0]["path"]))
+        self.vm = relax.VirtualMachine(library, tvm.cpu())
+        self.tok = Tokenizer.from_file(str(directory / "tokenizer" / "tokenizer.json"))
+        self.seq_len = int(self.card["seq_len"])
+        self.pad = int(self.card.get("pad_token_id") or 0)
+
+    def predict(self, text: str) -> dict[str, object]:
+        ids = self.tok.encode(text).ids[: self.seq_len]
+        length = len(ids)
+        row = self.np.full((1, self.seq_len), self.pad, dtype="int64")
+        row[0, :length] = ids
+        out = self.vm["main"](self.tvm.runtime.tensor(row))
+        logits = (out[0] if not hasattr(out, "numpy") else out).numpy()[0]
+        if self.card["kind"] == "sequence-classification":
+            labels = self.card.get("labels") or []
+            best = int(logits.argmax())
+            return {
+                "label": labels[best] if best < len(labels) else best,
+                "scores": logits.tolist(),
+            }
+        token = int(logits[max(length - 1, 0)].argmax())
+        return {"next_token": self.tok.id_to_token(token), "next_token_id": token}
+
+
+def serve(model: Model, port: int, bind: str) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path != "/predict":
+                self.send_error(404)
+                return
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            result = [model.predict(t) for t in body.get("texts", [])]
+            data = json.dumps({"predictions": result}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    ThreadingHTTPServer((bind, port), Handler).serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=HERE)
+    parser.add_argument("--text", action="append", default=[])
+    parser.add_argument("--serve", type=int, metavar="PORT")
+    parser.add_argument("--bind", default="127.0.0.1")
+    args = parser.parse_args()
+    model = Model(args.dir)
+    if args.serve:
+        serve(model, args.serve, args.bind)
+        return
+    print(json.dumps([model.predict(t) for t in args.text], ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
