@@ -29,8 +29,14 @@ def export_cmd(
         float, typer.Option("--max-accuracy-drop", help="Gate: points of accuracy.")
     ] = 1.0,
     min_agreement: Annotated[
-        float, typer.Option("--min-agreement", help="Gate: top-1 agreement with eager fp32.")
-    ] = 0.9,
+        float | None,
+        typer.Option(
+            "--min-agreement",
+            help="Gate: top-1 agreement with eager fp32 (default: 0.9 when no accuracy can be"
+            " measured).",
+        ),
+    ] = None,
+    latency_runs: Annotated[int, typer.Option("--latency-runs", min=1)] = 20,
     json_out: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
 ) -> None:
     """Export a model, compare each artifact with the eager model, write a deployment card."""
@@ -47,6 +53,7 @@ def export_cmd(
             sample=sample,
             sample_rows=sample_rows,
             gate=Gate(max_accuracy_drop, min_agreement),
+            latency_runs=latency_runs,
         )
     if json_out:
         print_json([a.__dict__ for a in artifacts])

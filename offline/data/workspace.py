@@ -122,6 +122,26 @@ def stages() -> dict[str, Any]:
                     }
                 ],
             },
+            # The same model fine-tuned as a ticket classifier (labels from the split).
+            "train_classifier": {
+                "cmd": "offline train --config train-classifier.yaml --resume auto",
+                "deps": ["train-classifier.yaml", "models/tiny", "data/split"],
+                "outs": ["models/classifier"],
+                "metrics": [{"metrics/train_classifier.json": {"cache": False}}],
+            },
+            # Every format for the host, int8 where it is available; each artifact is gated
+            # against the eager model on the held-out split. aarch64: see README "Edge".
+            "export": {
+                "cmd": [
+                    f"offline export --model models/{model} --format torchscript --format pt2"
+                    f"{tvm} --quantize {quantize} --sample data/split/{data}/test.parquet"
+                    f" --out models/export/{model}-{quantize}"
+                    for model, data in (("trained", "conversations"), ("classifier", "tickets"))
+                    for quantize, tvm in (("none", " --format tvm"), ("int8", ""))
+                ],
+                "deps": ["models/trained", "models/classifier", "data/split"],
+                "outs": ["models/export"],
+            },
         }
     }
 
@@ -154,6 +174,31 @@ checkpoint:
 guards:
   spike:
     action: rollback  # warn | stop | rollback
+"""
+
+CLASSIFIER_CONFIG = """\
+# The ticket classifier: the default model with a classification head, on the split tickets.
+model: models/tiny
+task: classification
+data:
+  train: data/split/tickets/train.parquet
+  validation: data/split/tickets/validation.parquet
+  label_column: label
+  max_length: 128
+output_dir: models/classifier
+log_dir: logs/train_classifier
+metrics_file: metrics/train_classifier.json
+plot_file: metrics/train_classifier_loss.json
+zero_stage: 2
+micro_batch_size: 16
+max_steps: 100
+learning_rate: 0.003
+warmup_steps: 10
+eval_every: 50
+checkpoint:
+  dir: checkpoints
+  full_every: 50
+  light_every: 50
 """
 
 
@@ -219,6 +264,7 @@ def _write_files(directory: Path) -> list[str]:
         "dvc.yaml": yaml.safe_dump(stages(), sort_keys=False),
         ".gitignore": GITIGNORE,
         "train.yaml": TRAIN_CONFIG,
+        "train-classifier.yaml": CLASSIFIER_CONFIG,
     }
     # The page and the Vega-Lite templates: none names a URL, so nothing is fetched to render.
     assets = resources.files("offline.data").joinpath("assets")

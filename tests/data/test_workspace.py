@@ -60,6 +60,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config.update(max_steps=12, warmup_steps=2, eval_every=6, micro_batch_size=4)
     config["checkpoint"].update(full_every=6, light_every=3)
     (ws / "train.yaml").write_text(yaml.safe_dump(config))
+    config = yaml.safe_load((ws / "train-classifier.yaml").read_text())
+    config.update(max_steps=12, warmup_steps=2, eval_every=6, micro_batch_size=8)
+    config["checkpoint"].update(full_every=6, light_every=6)
+    (ws / "train-classifier.yaml").write_text(yaml.safe_dump(config))
     return ws
 
 
@@ -89,8 +93,11 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     dvc = [sys.executable, "-m", "dvc"]
     out = run([*isolated(), *dvc, "repro"], workspace).stdout
     ran = re.findall(r"Running stage '(\w+)'", out)
-    assert sorted(ran) == sorted(["validate", "clean", "label", "split", "init_model", "train"])
+    assert sorted(ran) == sorted(
+        ["validate", "clean", "label", "split", "init_model", "train", "train_classifier", "export"]
+    )
     assert ran.index("train") > max(ran.index("split"), ran.index("init_model"))
+    assert ran.index("export") > max(ran.index("train"), ran.index("train_classifier"))
     assert "no project pushed yet" in out
     assert digests(workspace / "data/raw") == raw_before
     metrics = json.loads((workspace / "metrics/clean.json").read_text())
@@ -103,6 +110,13 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     assert trained["steps"] == 12 and trained["loss"] < trained["loss_first"]
     card = json.loads((workspace / "models/trained/training_card.json").read_text())
     assert {e["stage"] for e in card["data"]["dvc_lock"]} >= {"split"}  # lineage from dvc.lock
+    exported = json.loads(
+        (workspace / "models/export/classifier-none/export_card.json").read_text()
+    )
+    assert exported["kind"] == "sequence-classification"
+    assert [a["format"] for a in exported["artifacts"]] == ["torchscript", "pt2", "tvm"]
+    assert all(a["gate"] == "pass" for a in exported["artifacts"])
+    assert (workspace / "models/export/trained-int8/edge-trained-x86_64.tar").is_file()
 
     pushed = run([*isolated(), *dvc, "push"], workspace).stdout
     assert "pushed" in pushed

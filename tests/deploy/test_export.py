@@ -164,11 +164,22 @@ def test_the_gate_rejects_a_damaged_artifact(ws: Path, monkeypatch: pytest.Monke
             seq_len=32,
             sample=ws / "data/split/tickets/test.parquet",
             latency_runs=2,
+            gate=ex.Gate(min_top1_agreement=0.9),
         )
     assert "top-1 agreement" in err.value.message
     assert not out.exists()  # nothing half-written where a deployment would look
     rejected = out.with_name("damaged.rejected")
     assert "fail: top-1 agreement" in (rejected / "EXPORT_CARD.md").read_text()
+
+
+def test_the_gate_judges_accuracy_drop_and_agreement() -> None:
+    gate = ex.Gate()
+    assert ex.judge({"top1_agreement": 0.5, "accuracy_eager": 0.8, "accuracy": 0.795}, gate) == []
+    assert ex.judge({"top1_agreement": 0.99, "accuracy_eager": 0.8, "accuracy": 0.78}, gate) == [
+        "accuracy drop 2.00 points > 1"
+    ]
+    # no labels to measure accuracy with: agreement with eager fp32 is the figure
+    assert ex.judge({"top1_agreement": 0.85}, gate) == ["top-1 agreement 85.00% < 90%"]
 
 
 def test_aarch64_tvm_library_is_an_aarch64_elf(ws: Path) -> None:
