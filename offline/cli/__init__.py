@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Annotated
 
@@ -68,6 +69,9 @@ def report_error(exc: OfflineError) -> int:
 
 def main() -> None:
     """Console entry point: maps OfflineError subclasses to their documented exit codes."""
+    # torchao, once installed, is imported by transformers and registers enums that torch's
+    # pytree warns about on every start; the warning is for torchao's developers, not users.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     try:
         app()
     except OfflineError as exc:

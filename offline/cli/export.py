@@ -24,7 +24,9 @@ def export_cmd(
     sample: Annotated[
         Path | None, typer.Option(help="Held-out rows for the gate (default: random ids).")
     ] = None,
-    sample_rows: Annotated[int, typer.Option("--sample-rows", min=1)] = 64,
+    sample_rows: Annotated[
+        int, typer.Option("--sample-rows", min=1, help="Held-out rows the gate uses (at most).")
+    ] = 512,
     max_accuracy_drop: Annotated[
         float, typer.Option("--max-accuracy-drop", help="Gate: points of accuracy.")
     ] = 1.0,

@@ -405,7 +405,7 @@ def export(
     target: str = "x86_64",
     seq_len: int = 64,
     sample: Path | None = None,
-    sample_rows: int = 64,
+    sample_rows: int = 512,
     gate: Gate | None = None,
     latency_runs: int = 20,
 ) -> list[Artifact]:
