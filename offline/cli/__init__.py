@@ -72,6 +72,8 @@ def main() -> None:
     # torchao, once installed, is imported by transformers and registers enums that torch's
     # pytree warns about on every start; the warning is for torchao's developers, not users.
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    # ...and torchao says at import that its CUDA kernels do not load on a CPU-only host
+    logging.getLogger("torchao").setLevel(logging.ERROR)
     try:
         app()
     except OfflineError as exc:

@@ -512,9 +512,11 @@ def shipped_dir(name: str) -> Path:
 
     override = os.environ.get(f"DEEPSEEK_OFFLINE_{name.upper()}_DIR")
     candidates = [Path(override)] if override else []
+    # install-offline.sh puts envs/<env>/ and bundle/files/ under one prefix
+    prefix = Path(os.environ.get("DEEPSEEK_OFFLINE_PREFIX") or Path(sys.prefix).parent.parent)
     candidates += [
         Path(offline.__file__).resolve().parents[1] / name,
-        Path(sys.prefix).parent.parent / "files" / name,
+        prefix / "bundle" / "files" / name,
     ]
     for candidate in candidates:
         if candidate.is_dir():

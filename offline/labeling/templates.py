@@ -182,8 +182,9 @@ def _candidates(workspace: Path | None) -> list[tuple[str, Path]]:
         out.append(("the workspace", Path(workspace) / "labeling"))
     out.append(("the source checkout", Path(offline.__file__).resolve().parents[1] / "labeling"))
     prefix = Path(sys.prefix)
-    # A bundle installs the toolkit into envs/<env>/ and its files into files/ beside envs/.
-    out.append(("the bundle", prefix.parent.parent / "files" / "labeling"))
+    # A bundle installs the toolkit into envs/<env>/ and its files into bundle/files/ beside
+    # envs/ (install-offline.sh).
+    out.append(("the bundle", prefix.parent.parent / "bundle" / "files" / "labeling"))
     out.append(("the install prefix", prefix / "share" / "deepseek-offline" / "labeling"))
     return out
 

@@ -216,3 +216,19 @@ def test_bad_input_is_named(ws: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == NotFoundError.exit_code and "offline train" in proc.stderr
     assert shutil.which("aarch64-linux-gnu-g++"), "make test-deps installs g++-aarch64-linux-gnu"
+
+
+def test_shipped_assets_are_found_in_an_installed_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import offline
+
+    # an installed toolkit: no checkout around the package, files under <prefix>/bundle/files
+    site = tmp_path / "prefix/envs/toolkit/lib/python3.11/site-packages/offline"
+    monkeypatch.setattr(offline, "__file__", str(site / "__init__.py"))
+    monkeypatch.setenv("DEEPSEEK_OFFLINE_PREFIX", str(tmp_path / "prefix"))
+    with pytest.raises(NotFoundError, match="DEEPSEEK_OFFLINE_DEPLOY_DIR"):
+        ex.shipped_dir("deploy")
+    shipped = tmp_path / "prefix/bundle/files/deploy"
+    shipped.mkdir(parents=True)
+    assert ex.shipped_dir("deploy") == shipped
