@@ -216,13 +216,15 @@ def test_templates_dir_in_a_bundle_and_nowhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(offline, "__file__", str(tmp_path / "site" / "offline" / "__init__.py"))
-    monkeypatch.setattr(sys, "prefix", str(tmp_path / "bundle" / "envs" / "toolkit"))
+    # install-offline.sh's layout: <prefix>/envs/toolkit and <prefix>/bundle/files/labeling
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix" / "envs" / "toolkit"))
+    shipped = tmp_path / "prefix" / "bundle" / "files" / "labeling"
     with pytest.raises(NotFoundError) as err:
         templates_dir()
-    assert str(tmp_path / "bundle" / "files" / "labeling") in err.value.message
+    assert str(shipped) in err.value.message
     assert err.value.fix is not None and ENV_DIR in err.value.fix
-    shutil.copytree(REPO_LABELING, tmp_path / "bundle" / "files" / "labeling")
-    assert templates_dir() == tmp_path / "bundle" / "files" / "labeling"
+    shutil.copytree(REPO_LABELING, shipped)
+    assert templates_dir() == shipped
 
 
 # --------------------------------------------------------------------------- columns, tasks
