@@ -136,10 +136,10 @@ def make_sample(
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(0, len(tok), (rows, seq_len), generator=gen)
         return Sample(ids, [seq_len] * rows)
-    from offline.train.data import _texts, read_table
+    from offline.train.data import column_texts, read_table
 
     table = read_table(path).slice(0, rows)
-    texts = _texts(table, None, path)
+    texts = column_texts(table, None, path)
     if loaded.kind == "sequence-classification" and label_column in table.schema.names:
         label2id = loaded.model.inner.config.label2id
         raw = [str(v) for v in table.column(label_column).to_pylist()]

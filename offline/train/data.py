@@ -59,7 +59,7 @@ def read_table(path: Path) -> Any:
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
-def _texts(table: Any, column: str | None, path: Path) -> list[str]:
+def column_texts(table: Any, column: str | None, path: Path) -> list[str]:
     names = table.schema.names
     if column is not None:
         if column not in names:
@@ -129,7 +129,7 @@ def load_dataset(
         raise DataError(f"{path} has no rows", fix="check the split and cleaning metrics")
     if task == "sft":
         return _sft(_conversations(table, path), tok, max_length)
-    texts = _texts(table, text_column, path)
+    texts = column_texts(table, text_column, path)
     if task == "pretrain":
         enc = tok([t + tok.eos_token for t in texts], truncation=True, max_length=max_length)
         examples = [Example(ids, list(ids)) for ids in enc["input_ids"] if len(ids) > 1]

@@ -10,15 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from offline.data.clean import clean
-from offline.data.params import default_params, dump_params
-from offline.data.sample import generate
-from offline.data.split import split
 from offline.deploy import export as ex
 from offline.errors import ConfigError, GateError, NotFoundError
-from offline.train.model_init import init_model
+from tests.sample_workspace import sample_workspace
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,14 +25,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    root = tmp_path_factory.mktemp("export")
-    generate(root / "data/raw", rows=400, seed=2)
-    params = default_params()
-    params.clean.steps = ["normalize", "pii", "exact_dedup"]
-    (root / "params.yaml").write_text(yaml.safe_dump(dump_params(params)))
-    clean(root)
-    split(root)
-    init_model(root / "models/lm", tokenizer_from=root / "data/clean", vocab_size=2000)
+    root = sample_workspace(tmp_path_factory.mktemp("export"), rows=400, seed=2, model_vocab=2000)
+    (root / "models/tiny").rename(root / "models/lm")
     import pyarrow.parquet as pq
 
     labels = sorted(

@@ -12,11 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from offline.data.clean import clean
-from offline.data.params import default_params, dump_params
-from offline.data.sample import generate
-from offline.data.split import split
-from offline.train.model_init import init_model
+from tests.sample_workspace import sample_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,15 +38,9 @@ BASE: dict[str, Any] = {
 
 @pytest.fixture(scope="session")
 def train_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("train-run")
-    generate(ws / "data/raw", rows=600, seed=3)
-    params = default_params()
-    params.clean.steps = ["normalize", "pii", "exact_dedup"]
-    (ws / "params.yaml").write_text(yaml.safe_dump(dump_params(params)))
-    clean(ws)
-    split(ws)
-    init_model(ws / "models/tiny", tokenizer_from=ws / "data/clean", vocab_size=2000)
-    return ws
+    return sample_workspace(
+        tmp_path_factory.mktemp("train-run"), rows=600, seed=3, model_vocab=2000
+    )
 
 
 def merge(into: dict[str, Any], changes: dict[str, Any]) -> None:

@@ -9,13 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from offline.data.clean import clean
-from offline.data.params import default_params, dump_params
-from offline.data.sample import generate
 from offline.errors import ConfigError, NotFoundError
 from offline.train.model_init import init_model
+from tests.sample_workspace import sample_workspace
 
 LOAD = """
 import json, sys, torch
@@ -48,12 +45,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("train-ws")
-    generate(ws / "data/raw", rows=300, seed=5)
-    params = default_params()
-    params.clean.steps = ["normalize", "pii", "exact_dedup"]
-    (ws / "params.yaml").write_text(yaml.safe_dump(dump_params(params)))
-    clean(ws)
+    ws = sample_workspace(tmp_path_factory.mktemp("train-ws"), rows=300, seed=5, do_split=False)
     return ws / "data/clean"
 
 
