@@ -18,8 +18,21 @@ def export_cmd(
     format_: Annotated[
         list[str], typer.Option("--format", help="torchscript, pt2 or tvm; repeat for several.")
     ],
-    quantize: Annotated[str, typer.Option(help="none or int8 (dynamic, Linear layers).")] = "none",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="none or int8 (TorchScript/pt2: dynamic int8 Linear layers; TVM: int8 weights"
+            " decoded inside the kernels)."
+        ),
+    ] = "none",
     target: Annotated[str, typer.Option(help="x86_64, or aarch64 (TVM only).")] = "x86_64",
+    cpu: Annotated[
+        str | None,
+        typer.Option(
+            help="TVM: the LLVM CPU to compile for (default: this host's CPU on x86_64, generic"
+            " ARMv8-A on aarch64), e.g. x86-64-v3, cortex-a72.",
+        ),
+    ] = None,
     seq_len: Annotated[int, typer.Option("--seq-len", min=2, help="Fixed sequence length.")] = 64,
     sample: Annotated[
         Path | None, typer.Option(help="Held-out rows for the gate (default: random ids).")
@@ -51,6 +64,7 @@ def export_cmd(
             formats=format_,
             quantize=quantize,
             target=target,
+            cpu=cpu,
             seq_len=seq_len,
             sample=sample,
             sample_rows=sample_rows,

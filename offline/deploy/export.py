@@ -65,6 +65,7 @@ class Artifact:
     target: str
     path: str
     bytes: int
+    cpu: str = ""  # TVM: the LLVM CPU the library is compiled for
     latency_ms: dict[str, float] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
     gate: str = "not run"
@@ -334,16 +335,31 @@ def _tvm_friendly(program: Any) -> Any:
     return program
 
 
-def export_tvm(loaded: Loaded, example: Any, quantize: str, target: str, out: Path) -> Path:
+def tvm_target(target: str, cpu: str | None = None) -> dict[str, str]:
+    """TVM's target for ``--target``/``--cpu``: the host's own CPU by default on x86_64 (the
+    schedules are vectorised to its width), plain ARMv8-A with NEON on aarch64."""
+    spec = dict(TVM_TARGETS[target])
+    if cpu:
+        spec["mcpu"] = cpu
+    elif target == "x86_64":
+        from tvm.target.codegen import llvm_get_system_cpu
+
+        spec["mcpu"] = llvm_get_system_cpu()
+    return spec
+
+
+def export_tvm(
+    loaded: Loaded, example: Any, quantize: str, target: str, out: Path, cpu: str | None = None
+) -> Path:
+    """A Relax VM library, scheduled for the CPU (``offline.deploy.tvm_build``); with int8,
+    the large weights are stored as int8 with per-channel scales and decoded inside the
+    matmul and gather kernels that read them."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    if quantize == "int8":
-        raise ConfigError(
-            "TVM int8 is not available yet",
-            fix="export --format tvm --quantize none, or pt2/torchscript with --quantize int8",
-        )
+    from offline.deploy import tvm_build
+
     cc = None
     if target in CROSS_COMPILER:
         cc, package = CROSS_COMPILER[target]
@@ -360,12 +376,21 @@ def export_tvm(loaded: Loaded, example: Any, quantize: str, target: str, out: Pa
             f"TVM cannot import this model: {exc}",
             fix="export --format pt2 or torchscript instead",
         ) from None
-    executable = relax.build(mod, target=tvm.target.Target(TVM_TARGETS[target]))
+    try:
+        spec = tvm.target.Target(tvm_target(target, cpu))
+    except Exception as exc:
+        raise ConfigError(
+            f"--cpu {cpu} is not a CPU LLVM knows: {str(exc).splitlines()[-1][:200]}",
+            fix="use an LLVM CPU name such as x86-64-v3, skylake-avx512, cortex-a72, neoverse-n1",
+        ) from None
+    pipeline = tvm_build.pipeline(spec, int8=quantize == "int8")
+    executable = relax.build(mod, target=spec, relax_pipeline=pipeline)
     path = out / f"model-{quantize}-{target}.so"
+    # stripped: symbols and debug info are a third of a small model's library
     if cc is None:
-        executable.export_library(str(path))
+        executable.export_library(str(path), options=["-s"])
     else:
-        executable.export_library(str(path), fcompile=_cross(cc))
+        executable.export_library(str(path), fcompile=_cross(cc), options=["-s"])
     return path
 
 
@@ -403,6 +428,7 @@ def export(
     formats: list[str],
     quantize: str = "none",
     target: str = "x86_64",
+    cpu: str | None = None,
     seq_len: int = 64,
     sample: Path | None = None,
     sample_rows: int = 512,
@@ -456,9 +482,11 @@ def export(
             path = export_pt2(loaded, example, quantize, tmp)
             runner = load_pt2(path)
         else:
-            path = export_tvm(loaded, example, quantize, target, tmp)
+            path = export_tvm(loaded, example, quantize, target, tmp, cpu)
             runner = load_tvm(path) if target == "x86_64" else None
         art = Artifact(fmt, quantize, target, path.name, path.stat().st_size)
+        if fmt == "tvm":
+            art.cpu = tvm_target(target, cpu).get("mcpu", "generic")
         if runner is not None:
             art.parity = parity(reference, _run_all(runner, held_out), held_out, loaded.kind)
             art.failed = judge(art.parity, gate)
@@ -579,7 +607,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         lat, par = a["latency_ms"], a["parity"]
         acc = par.get("accuracy")
         lines.append(
-            f"| {a['format']} | {a['quantize']} | {a['target']} | {a['bytes'] / 1e6:.2f} |"
+            f"| {a['format']} | {a['quantize']} | {a['target']}"
+            f"{' (' + a['cpu'] + ')' if a.get('cpu') else ''} | {a['bytes'] / 1e6:.2f} |"
             f" {lat.get('b1_p50', '')} | {lat.get('b1_p99', '')} | {lat.get('b8_p50', '')} |"
             f" {lat.get('b8_p99', '')} | {par.get('max_abs_diff', 0):.4g} |"
             f" {par.get('top1_agreement', 0):.2%} | {'' if acc is None else f'{acc:.2%}'} |"
