@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml scripts/install-venv.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-venv.sh
 	@touch $@
 
-test-deps:
+test-deps: install
 	bash scripts/install-test-deps.sh
 	PYTHON=$(PYTHON) bash scripts/install-labelstudio-venv.sh
+	PIP_PYTHON=$(BIN)/python bash scripts/install-edge-emulator.sh
 
 # DeepSpeed JIT-builds its CPU communication op on first use; build it once, outside the tests.
 ds-ops: install

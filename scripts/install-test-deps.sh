@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite drives for real (idempotent; a no-op when present).
 set -euo pipefail
-PACKAGES=(openssl skopeo umoci docker-registry nftables iptables iproute2 coreutils openssh-client g++ g++-aarch64-linux-gnu python3-dev git curl postgresql)
+PACKAGES=(openssl skopeo umoci docker-registry nftables iptables iproute2 coreutils openssh-client g++ g++-aarch64-linux-gnu qemu-user debootstrap python3-dev git curl postgresql)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 
     python3 run_edge.py --text "where is my parcel?"          # one prediction, as JSON
     python3 run_edge.py --serve 8080                          # POST /predict {"texts": [...]}
+    python3 run_edge.py --self-test                           # this device vs the export host
 
 Reads export_card.json beside it for the sequence length, the kind of model and its labels,
 and loads the first TVM library of this machine's architecture.
@@ -34,19 +35,51 @@ class Model:
         libs = [a for a in self.card["artifacts"] if a["format"] == "tvm" and a["target"] == ARCH]
         if not libs:
             sys.exit(f"error: no TVM artifact for {ARCH} in {directory}; export --target {ARCH}")
-        library = tvm.runtime.load_module(str(directory / libs[0]["path"]))
+        self.library_path = libs[0]["path"]
+        library = tvm.runtime.load_module(str(directory / self.library_path))
         self.vm = relax.VirtualMachine(library, tvm.cpu())
         self.tok = Tokenizer.from_file(str(directory / "tokenizer" / "tokenizer.json"))
         self.seq_len = int(self.card["seq_len"])
         self.pad = int(self.card.get("pad_token_id") or 0)
+
+    def logits(self, row: object) -> object:
+        out = self.vm["main"](self.tvm.runtime.tensor(row))
+        return (out[0] if not hasattr(out, "numpy") else out).numpy()[0]
+
+    def self_test(self, directory: Path, min_agreement: float) -> dict[str, object]:
+        """Run the rows of parity_sample.npz (the export host's eager fp32 answers) here."""
+        np = self.np
+        sample = np.load(directory / "parity_sample.npz")
+        agree = total = 0
+        diff = 0.0
+        for i, length in enumerate(sample["lengths"]):
+            logits = self.logits(sample["ids"][i : i + 1])
+            if self.card["kind"] == "sequence-classification":
+                agree += int(logits.argmax() == sample["top1"][i])
+                total += 1
+                answer = logits
+            else:
+                real = max(int(length) - 1, 1)
+                agree += int((logits[:real].argmax(-1) == sample["top1"][i][:real]).sum())
+                total += real
+                answer = logits[max(int(length) - 1, 0)]
+            diff = max(diff, float(np.abs(answer - sample["logits"][i]).max()))
+        agreement = agree / max(total, 1)
+        return {
+            "machine": ARCH,
+            "artifact": self.library_path,
+            "rows": len(sample["lengths"]),
+            "top1_agreement": round(agreement, 4),
+            "max_abs_diff": diff,
+            "pass": agreement >= min_agreement,
+        }
 
     def predict(self, text: str) -> dict[str, object]:
         ids = self.tok.encode(text).ids[: self.seq_len]
         length = len(ids)
         row = self.np.full((1, self.seq_len), self.pad, dtype="int64")
         row[0, :length] = ids
-        out = self.vm["main"](self.tvm.runtime.tensor(row))
-        logits = (out[0] if not hasattr(out, "numpy") else out).numpy()[0]
+        logits = self.logits(row)
         if self.card["kind"] == "sequence-classification":
             labels = self.card.get("labels") or []
             best = int(logits.argmax())
@@ -82,8 +115,18 @@ def main() -> None:
     parser.add_argument("--text", action="append", default=[])
     parser.add_argument("--serve", type=int, metavar="PORT")
     parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="run parity_sample.npz and compare with the export host's eager fp32 answers",
+    )
+    parser.add_argument("--min-agreement", type=float, default=0.9)
     args = parser.parse_args()
     model = Model(args.dir)
+    if args.self_test:
+        report = model.self_test(args.dir, args.min_agreement)
+        print(json.dumps(report))
+        sys.exit(0 if report["pass"] else 1)
     if args.serve:
         serve(model, args.serve, args.bind)
         return

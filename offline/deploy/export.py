@@ -199,6 +199,27 @@ def parity(reference: Any, logits: Any, sample: Sample, kind: str) -> dict[str, 
     }
 
 
+PARITY_SAMPLE = "parity_sample.npz"
+PARITY_ROWS = 8
+
+
+def write_parity_sample(path: Path, reference: Any, sample: Sample, kind: str) -> None:
+    """A few held-out rows with the eager fp32 model's answers, for ``run_edge.py --self-test``
+    on the device: the ids, their lengths, the top-1 at every position (a classifier: per row)
+    and the logits the answer is read from (an LM: at the last real token)."""
+    import numpy as np
+
+    rows = min(PARITY_ROWS, len(sample.lengths))
+    ids = sample.input_ids[:rows].numpy()
+    lengths = np.array(sample.lengths[:rows], dtype=np.int64)
+    ref = reference[:rows].numpy()
+    if kind == "sequence-classification":
+        answer = ref
+    else:
+        answer = ref[np.arange(rows), np.maximum(lengths - 1, 0)]
+    np.savez_compressed(path, ids=ids, lengths=lengths, top1=ref.argmax(-1), logits=answer)
+
+
 def judge(found: dict[str, float], gate: Gate) -> list[str]:
     """The gate's failed figures, each with its value and limit."""
     failed = []
@@ -527,6 +548,8 @@ def export(
             f"the deployment gate failed: {reasons} (card: {rejected}/EXPORT_CARD.md)",
             fix="export without --quantize int8, or loosen --max-accuracy-drop/--min-agreement",
         )
+    if "tvm" in formats:
+        write_parity_sample(tmp / PARITY_SAMPLE, reference, held_out, loaded.kind)
     package(tmp, f"edge-{model_dir.resolve().name}-{target}.tar", target)
     if out.exists():
         shutil.rmtree(out)
