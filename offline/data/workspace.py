@@ -129,15 +129,19 @@ def stages() -> dict[str, Any]:
                 "outs": ["models/classifier"],
                 "metrics": [{"metrics/train_classifier.json": {"cache": False}}],
             },
-            # Every format for the host, int8 where it is available; each artifact is gated
-            # against the eager model on the held-out split. aarch64: see README "Edge".
+            # Every format for this host, fp32 and int8, and int8 TVM for aarch64 edge
+            # devices; each host artifact is gated against the eager model on the held-out
+            # split, and each edge package carries rows for `run_edge.py --self-test`.
             "export": {
                 "cmd": [
-                    f"offline export --model models/{model} --format torchscript --format pt2"
-                    f"{tvm} --quantize {quantize} --sample data/split/{data}/test.parquet"
-                    f" --out models/export/{model}-{quantize}"
+                    f"offline export --model models/{model} {formats} --quantize {quantize}"
+                    f" --sample data/split/{data}/test.parquet --out models/export/{model}-{name}"
                     for model, data in (("trained", "conversations"), ("classifier", "tickets"))
-                    for quantize, tvm in (("none", " --format tvm"), ("int8", ""))
+                    for name, quantize, formats in (
+                        ("none", "none", HOST_FORMATS),
+                        ("int8", "int8", HOST_FORMATS),
+                        ("aarch64", "int8", "--format tvm --target aarch64"),
+                    )
                 ],
                 "deps": ["models/trained", "models/classifier", "data/split"],
                 "outs": ["models/export"],
@@ -145,6 +149,8 @@ def stages() -> dict[str, Any]:
         }
     }
 
+
+HOST_FORMATS = "--format torchscript --format pt2 --format tvm"
 
 TRAIN_CONFIG = """\
 # offline train --config train.yaml [key=value ...]; `offline train validate` lists every

@@ -116,7 +116,15 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     assert exported["kind"] == "sequence-classification"
     assert [a["format"] for a in exported["artifacts"]] == ["torchscript", "pt2", "tvm"]
     assert all(a["gate"] == "pass" for a in exported["artifacts"])
-    assert (workspace / "models/export/trained-int8/edge-trained-x86_64.tar").is_file()
+    for model in ("trained", "classifier"):
+        int8 = json.loads((workspace / f"models/export/{model}-int8/export_card.json").read_text())
+        assert [(a["format"], a["quantize"], a["gate"]) for a in int8["artifacts"]] == [
+            (f, "int8", "pass") for f in ("torchscript", "pt2", "tvm")
+        ]
+        edge = workspace / f"models/export/{model}-aarch64"
+        (lib,) = edge.glob("model-int8-aarch64.so")
+        assert int.from_bytes(lib.read_bytes()[18:20], "little") == 183  # EM_AARCH64
+        assert (edge / f"edge-{model}-aarch64.tar").is_file()
 
     pushed = run([*isolated(), *dvc, "push"], workspace).stdout
     assert "pushed" in pushed
