@@ -85,8 +85,8 @@ def rules() -> list[Any]:
             block = main.block_rv
             producers = infos[: reductions[0]]
             consumers = infos[reductions[0] + 1 :]
-            # a weight decode reads only constants/weights: keep it, cached per column tile;
-            # anything else before the matmul (a norm, a cast) is inlined into its reads
+            # producers are inlined into the matmul's reads, except an int8 decode that writes
+            # a shared weight operand (a "head"), which is cached per column tile below
             operands = [r.source for r in sch.get(block).reads]
             heads = [
                 info
