@@ -381,6 +381,17 @@ def export_tvm(
 
     from offline.deploy import tvm_build
 
+    spec = tvm.target.Target(tvm_target(target, cpu))
+    if cpu:  # TVM takes any name, and LLVM would quietly compile for a generic CPU instead
+        from tvm.target.codegen import llvm_get_cpu_archlist
+
+        known = list(llvm_get_cpu_archlist(spec))
+        if cpu not in known:
+            examples = ", ".join(c for c in known if c.startswith(("x86-64-v", "cortex-a7")))
+            raise ConfigError(
+                f"--cpu {cpu} is not an LLVM CPU name for {target}",
+                fix=f"use one of LLVM's names, e.g. {examples}",
+            )
     cc = None
     if target in CROSS_COMPILER:
         cc, package = CROSS_COMPILER[target]
@@ -396,13 +407,6 @@ def export_tvm(
         raise ConfigError(
             f"TVM cannot import this model: {exc}",
             fix="export --format pt2 or torchscript instead",
-        ) from None
-    try:
-        spec = tvm.target.Target(tvm_target(target, cpu))
-    except Exception as exc:
-        raise ConfigError(
-            f"--cpu {cpu} is not a CPU LLVM knows: {str(exc).splitlines()[-1][:200]}",
-            fix="use an LLVM CPU name such as x86-64-v3, skylake-avx512, cortex-a72, neoverse-n1",
         ) from None
     pipeline = tvm_build.pipeline(spec, int8=quantize == "int8")
     executable = relax.build(mod, target=spec, relax_pipeline=pipeline)

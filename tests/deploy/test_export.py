@@ -222,6 +222,11 @@ def test_bad_input_is_named(ws: Path, tmp_path: Path) -> None:
         ex.export(ws / "models/lm", tmp_path / "o", formats=["onnx"])
     with pytest.raises(ConfigError, match="TVM only"):
         ex.export(ws / "models/lm", tmp_path / "o", formats=["pt2"], target="aarch64")
+    with pytest.raises(ConfigError, match="--cpu pentium-9 is not an LLVM CPU name") as err:
+        ex.export(
+            ws / "models/lm", tmp_path / "o", formats=["tvm"], target="aarch64", cpu="pentium-9"
+        )
+    assert "cortex-a72" in (err.value.fix or "")
     proc = subprocess.run(
         [
             sys.executable,
