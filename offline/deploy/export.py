@@ -519,7 +519,7 @@ def export(
             for batch in (1, 8):
                 art.latency_ms.update(latency(runner, seq_len, vocab, batch, latency_runs))
         else:
-            art.gate = f"not run here ({target} artifact)"
+            art.gate = f"not run here ({target} artifact): run_edge.py --self-test on the device"
         artifacts.append(art)
     loaded.tokenizer.save_pretrained(tmp / "tokenizer")
     inner_config = loaded.model.inner.config
@@ -637,8 +637,10 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"| {a['format']} | {a['quantize']} | {a['target']}"
             f"{' (' + a['cpu'] + ')' if a.get('cpu') else ''} | {a['bytes'] / 1e6:.2f} |"
             f" {lat.get('b1_p50', '')} | {lat.get('b1_p99', '')} | {lat.get('b8_p50', '')} |"
-            f" {lat.get('b8_p99', '')} | {par.get('max_abs_diff', 0):.4g} |"
-            f" {par.get('top1_agreement', 0):.2%} | {'' if acc is None else f'{acc:.2%}'} |"
+            f" {lat.get('b8_p99', '')} |"
+            f" {'' if not par else format(par['max_abs_diff'], '.4g')} |"
+            f" {'' if not par else format(par['top1_agreement'], '.2%')} |"
+            f" {'' if acc is None else f'{acc:.2%}'} |"
             f" {a['gate']}{': ' + '; '.join(a['failed']) if a['failed'] else ''} |"
         )
     return "\n".join(lines) + "\n"
