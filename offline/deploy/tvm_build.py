@@ -230,6 +230,8 @@ def pipeline(target: Any, *, int8: bool = False) -> Any:
         with target:
             mod = relax.transform.FoldConstant()(mod)
             if int8:
+                if has_vnni(target):
+                    mod = int8_matmuls(mod)
                 mod = int8_weights(mod)
             mod = fuse_weight_reads(mod)
             seq = tvm.transform.Sequential(
@@ -301,6 +303,344 @@ def int8_weights(mod: Any) -> Any:
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
     return mutator.builder_.get()
+
+
+# -- int8 arithmetic (x86 VNNI) -------------------------------------------------------------------
+
+COLUMNS = 16  # int32 lanes of one 512-bit accumulator
+TILE_VECTORS = 2  # accumulators per row of the register tile: 32 columns
+TILE_ROWS = 4
+PARALLEL_MIN = 1 << 16  # elements: a smaller quantize runs on one thread
+
+
+def has_vnni(target: Any) -> bool:
+    """Whether ``target`` is an x86 CPU with AVX-512 VNNI (``vpdpbusd``: 64 u8 x s8 products
+    summed into 16 int32 lanes per instruction)."""
+    from tvm.target.codegen import target_has_features
+
+    if target.kind.name != "llvm" or "x86" not in str(target.attrs.get("mtriple", "x86_64")):
+        return False
+    try:
+        return bool(target_has_features("avx512vnni", target))
+    except Exception:
+        return False
+
+
+def pack_vnni(weight: Any) -> tuple[Any, Any, Any]:
+    """A ``[K, N]`` fp32 weight as int8 with one scale per output column, laid out for
+    ``vpdpbusd``: ``[column tiles, K/4, 32 columns x 4 k]``, zero-padded to whole tiles.
+
+    Returns the packed int8 weight, the column scales and the column sums times 128 (the
+    activations are stored as unsigned bytes with a +128 offset, which this term removes).
+    """
+    import numpy as np
+
+    k, n = weight.shape
+    scale = np.abs(weight).max(axis=0) / 127.0
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+    k4, width = -(-k // 4), COLUMNS * TILE_VECTORS
+    tiles = -(-n // width)
+    padded = np.zeros((k4 * 4, tiles * width), np.int8)
+    padded[:k, :n] = q
+    packed = padded.reshape(k4, 4, tiles, width).transpose(2, 0, 3, 1).reshape(tiles, k4, width * 4)
+    scales = np.ones(tiles * width, np.float32)
+    scales[:n] = scale
+    offsets = np.zeros(tiles * width, np.int32)
+    offsets[:n] = 128 * q.astype(np.int32).sum(axis=0)
+    return np.ascontiguousarray(packed), scales, offsets
+
+
+def vnni_kernels(k: int, n: int) -> tuple[Any, Any]:
+    """Two kernels for ``x[m, k] @ W[k, n]`` in int8: ``quantize`` gives each row of ``x`` its
+    own scale (max |x| / 127) and stores it as unsigned bytes (+128); ``matmul`` multiplies
+    those with the packed weight (``pack_vnni``) in ``TILE_ROWS x 32``-column register tiles of
+    int32 accumulators, one ``vpdpbusd`` per 4 k and 16 columns, then rescales to fp32."""
+    from tvm.script import tirx as T
+
+    k4 = -(-k // 4)
+    width = COLUMNS * TILE_VECTORS
+    tiles = -(-n // width)
+    body, tail = k // COLUMNS * COLUMNS, k4 * 4 - k // COLUMNS * COLUMNS
+    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8}
+
+    # fmt: off
+    @T.macro
+    def quantize_row(x: T.Buffer, q: T.Buffer, s: T.Buffer, i: T.int64) -> None:
+        peak = T.alloc_buffer((COLUMNS,), "float32", scope="local")
+        for lane in T.vectorized(COLUMNS):
+            peak[lane] = T.float32(0)
+        for c in range(body // COLUMNS):
+            for lane in T.vectorized(COLUMNS):
+                peak[lane] = T.max(peak[lane], T.fabs(x[i, c * COLUMNS + lane]))
+        for t in range(k - body):
+            peak[0] = T.max(peak[0], T.fabs(x[i, body + t]))
+        for lane in range(1, COLUMNS):
+            peak[0] = T.max(peak[0], peak[lane])
+        s[i] = T.if_then_else(peak[0] > T.float32(0), peak[0] / T.float32(127), T.float32(1))
+        for c in range(body // COLUMNS):
+            for lane in T.vectorized(COLUMNS):
+                q[i, c * COLUMNS + lane] = T.Cast("uint8", T.max(T.min(T.Cast("int32", T.nearbyint(x[i, c * COLUMNS + lane] / s[i])), 127), -127) + 128)
+        for t in range(tail):
+            q[i, body + t] = T.if_then_else(body + t < k, T.Cast("uint8", T.max(T.min(T.Cast("int32", T.nearbyint(x[i, T.min(body + t, k - 1)] / s[i])), 127), -127) + 128), T.uint8(128))
+
+    @T.prim_func(private=True, s_tir=True)
+    def quantize(var_x: T.handle, var_q: T.handle, var_s: T.handle) -> None:
+        T.func_attr(attrs)
+        m = T.int64()
+        x = T.match_buffer(var_x, (m, k), "float32")
+        q = T.match_buffer(var_q, (m, k4 * 4), "uint8")
+        s = T.match_buffer(var_s, (m,), "float32")
+        with T.sblock("root"):
+            if m * k >= PARALLEL_MIN:
+                for i in T.parallel(m):
+                    quantize_row(x, q, s, i)
+            else:  # waking the thread pool costs more than this
+                for i in range(m):
+                    quantize_row(x, q, s, i)
+
+    @T.prim_func(private=True, s_tir=True)
+    def matmul(var_q: T.handle, var_s: T.handle, w: T.Buffer((tiles, k4, width * 4), "int8"), ws: T.Buffer((tiles * width,), "float32"), wo: T.Buffer((tiles * width,), "int32"), var_y: T.handle) -> None:
+        T.func_attr(attrs)
+        m = T.int64()
+        q = T.match_buffer(var_q, (m, k4 * 4), "uint8")
+        s = T.match_buffer(var_s, (m,), "float32")
+        y = T.match_buffer(var_y, (m, n), "float32")
+        with T.sblock("root"):
+            for t in T.parallel(tiles * ((m + TILE_ROWS - 1) // TILE_ROWS)):
+                acc = T.alloc_buffer((TILE_ROWS, TILE_VECTORS, COLUMNS), "int32", scope="local")
+                for r in T.unroll(TILE_ROWS):
+                    for v in T.unroll(TILE_VECTORS):
+                        acc[r, v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
+                for kk in range(k4):
+                    for r in T.unroll(TILE_ROWS):
+                        a = T.reinterpret("int32", q.vload([T.min(t // tiles * TILE_ROWS + r, m - 1), kk * 4], "uint8x4"))
+                        for v in T.unroll(TILE_VECTORS):
+                            acc[r, v, T.ramp(0, 1, COLUMNS)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[r, v, T.ramp(0, 1, COLUMNS)],
+                                T.reinterpret("int8x64", T.broadcast(a, COLUMNS)),
+                                w.vload([t % tiles, kk, v * COLUMNS * 4], "int8x64"))
+                for r in T.unroll(TILE_ROWS):
+                    if t // tiles * TILE_ROWS + r < m:
+                        for v in T.unroll(TILE_VECTORS):
+                            if t % tiles * width + v * COLUMNS + COLUMNS <= n:  # a whole vector
+                                for lane in T.vectorized(COLUMNS):
+                                    y[t // tiles * TILE_ROWS + r, t % tiles * width + v * COLUMNS + lane] = (
+                                        T.Cast("float32", acc[r, v, lane] - wo[t % tiles * width + v * COLUMNS + lane])
+                                        * s[t // tiles * TILE_ROWS + r] * ws[t % tiles * width + v * COLUMNS + lane])
+                            else:  # the last columns
+                                for lane in range(COLUMNS):
+                                    if t % tiles * width + v * COLUMNS + lane < n:
+                                        y[t // tiles * TILE_ROWS + r, t % tiles * width + v * COLUMNS + lane] = (
+                                            T.Cast("float32", acc[r, v, lane] - wo[t % tiles * width + v * COLUMNS + lane])
+                                            * s[t // tiles * TILE_ROWS + r] * ws[t % tiles * width + v * COLUMNS + lane])
+    # fmt: on
+    return quantize, matmul
+
+
+def vnni_expert_kernel(experts: int, k: int, n: int) -> Any:
+    """``y[b] = x[b] @ W[idx[b]]`` in int8 for a mixture-of-experts layer: each row (one token
+    and one of its routed experts) is multiplied with its own expert's packed weight, read in
+    place (``W`` is ``pack_vnni`` of every expert, stacked), so no expert is ever copied."""
+    from tvm.script import tirx as T
+
+    k4 = -(-k // 4)
+    vectors = 4  # one row per task: four accumulators keep vpdpbusd's pipeline busy
+    width = COLUMNS * TILE_VECTORS
+    tiles = -(-n // width)
+    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8}
+
+    # fmt: off
+    @T.prim_func(private=True, s_tir=True)
+    def experts_matmul(var_q: T.handle, var_s: T.handle, var_idx: T.handle, w: T.Buffer((experts, tiles, k4, width * 4), "int8"), ws: T.Buffer((experts, tiles * width), "float32"), wo: T.Buffer((experts, tiles * width), "int32"), var_y: T.handle) -> None:
+        T.func_attr(attrs)
+        m = T.int64()
+        q = T.match_buffer(var_q, (m, k4 * 4), "uint8")
+        s = T.match_buffer(var_s, (m,), "float32")
+        idx = T.match_buffer(var_idx, (m,), "int64")
+        y = T.match_buffer(var_y, (m, n), "float32")
+        with T.sblock("root"):
+            for b in T.parallel(m):
+                for jt in range((tiles + vectors // TILE_VECTORS - 1) // (vectors // TILE_VECTORS)):
+                    acc = T.alloc_buffer((vectors, COLUMNS), "int32", scope="local")
+                    for v in T.unroll(vectors):
+                        acc[v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
+                    for kk in range(k4):
+                        a = T.reinterpret("int32", q.vload([b, kk * 4], "uint8x4"))
+                        for v in T.unroll(vectors):
+                            if jt * vectors + v < tiles * TILE_VECTORS:
+                                acc[v, T.ramp(0, 1, COLUMNS)] = T.call_llvm_pure_intrin(
+                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[v, T.ramp(0, 1, COLUMNS)],
+                                    T.reinterpret("int8x64", T.broadcast(a, COLUMNS)),
+                                    w.vload([T.min(T.max(idx[b], T.int64(0)), T.int64(experts - 1)), (jt * vectors + v) // TILE_VECTORS, kk, (jt * vectors + v) % TILE_VECTORS * COLUMNS * 4], "int8x64"))
+                    for v in T.unroll(vectors):
+                        for lane in range(COLUMNS):
+                            if (jt * vectors + v) * COLUMNS + lane < n:
+                                y[b, (jt * vectors + v) * COLUMNS + lane] = (
+                                    T.Cast("float32", acc[v, lane] - wo[T.min(T.max(idx[b], T.int64(0)), T.int64(experts - 1)), (jt * vectors + v) * COLUMNS + lane])
+                                    * s[b] * ws[T.min(T.max(idx[b], T.int64(0)), T.int64(experts - 1)), (jt * vectors + v) * COLUMNS + lane])
+    # fmt: on
+    return experts_matmul
+
+
+def int8_matmuls(mod: Any) -> Any:
+    """Every ``x @ W`` with a large fp32 constant ``W[K, N]`` computed in int8 on VNNI: the
+    weight packed by ``pack_vnni``, each row of ``x`` quantized on the fly (per-row scale),
+    int32 accumulation, fp32 out. Run after ``FoldConstant`` (which turns ``x @ W.T`` into a
+    constant ``[K, N]``) and before ``int8_weights``, which takes the constants left over."""
+    import numpy as np
+    import tvm
+    from tvm import relax, tirx
+
+    matmul_op = tvm.ir.Op.get("relax.matmul")
+    take_op = tvm.ir.Op.get("relax.take")
+
+    @relax.expr_functor.mutator
+    class Rewrite(relax.PyExprMutator):  # type: ignore[misc]
+        # activations already quantized in this block: x -> (its bytes and scales); the
+        # projections that read the same x (q/kv, gate/up) share one quantize
+        quantized: list[tuple[Any, Any]] = []
+
+        def visit_dataflow_block_(self, block: Any) -> Any:
+            self.quantized = []
+            result = super().visit_dataflow_block_(block)
+            self.quantized = []
+            return result
+
+        def _quantize(self, x: Any, rows: Any, k: int) -> Any:
+            for seen, q in self.quantized:
+                if seen.same_as(x):
+                    return q
+            quantize, _ = vnni_kernels(k, 1)
+            bb = self.builder_
+            flat = bb.emit(relax.op.reshape(x, [rows, k]))
+            q = bb.emit(
+                relax.call_tir(
+                    bb.add_func(quantize, "offline_int8_quantize"),
+                    [flat],
+                    [
+                        relax.TensorType([rows, -(-k // 4) * 4], "uint8"),
+                        relax.TensorType([rows], "float32"),
+                    ],
+                )
+            )
+            self.quantized.append((x, q))
+            return q
+
+        def _experts(self, call: Any) -> Any:
+            """``take(W, idx) @ x`` (or ``x @ take(W, idx)``), one row per (token, expert)."""
+            a, b = call.args
+            for gathered, x, weight_left in ((a, b, True), (b, a, False)):
+                if not isinstance(gathered, relax.Var):
+                    continue
+                take = self.lookup_binding(gathered)
+                if (
+                    take is None
+                    or not isinstance(take, relax.Call)
+                    or not take.op.same_as(take_op)
+                    or int(take.attrs.axis) != 0
+                    or not isinstance(take.args[0], tvm.ir.expr.Constant)
+                ):
+                    continue
+                data = take.args[0].value.numpy()
+                idx, info = take.args[1], x.ty
+                if (
+                    data.dtype != np.float32
+                    or data.ndim != 3
+                    or data.size < MIN_QUANTIZED
+                    or getattr(info, "dtype", None) != "float32"
+                    or getattr(idx.ty, "dtype", None) != "int64"
+                    or getattr(idx.ty, "ndim", None) != 1
+                    or info.ndim != 3
+                    or not isinstance(info.shape, relax.ShapeExpr)
+                ):
+                    continue
+                rows, first, last = info.shape.values
+                # weight left: W[e] is [N, K] and x is [rows, K, 1]; right: x [rows, 1, K]
+                one, k = (last, first) if weight_left else (first, last)
+                stack = data.transpose(0, 2, 1) if weight_left else data
+                if not (isinstance(one, tirx.IntImm) and int(one) == 1):
+                    continue
+                if not isinstance(k, tirx.IntImm) or int(k) != stack.shape[1]:
+                    continue
+                k, n = stack.shape[1:]
+                packs = [pack_vnni(expert) for expert in stack]
+                bb = self.builder_
+                q = self._quantize(x, rows, k)
+                y = bb.emit(
+                    relax.call_tir(
+                        bb.add_func(
+                            vnni_expert_kernel(len(stack), k, n), "offline_int8_experts_matmul"
+                        ),
+                        [
+                            relax.TupleGetItem(q, 0),
+                            relax.TupleGetItem(q, 1),
+                            idx,
+                            relax.const(np.stack([p[0] for p in packs])),
+                            relax.const(np.stack([p[1] for p in packs])),
+                            relax.const(np.stack([p[2] for p in packs])),
+                        ],
+                        relax.TensorType([rows, n], "float32"),
+                    )
+                )
+                return relax.op.reshape(y, [rows, n, 1] if weight_left else [rows, 1, n])
+            return None
+
+        def visit_call_(self, op: Any) -> Any:
+            call = super().visit_call_(op)
+            if not call.op.same_as(matmul_op) or len(call.args) != 2:
+                return call
+            experts = self._experts(call)
+            if experts is not None:
+                return experts
+            x, w = call.args
+            if not isinstance(w, tvm.ir.expr.Constant) or not hasattr(w.value, "numpy"):
+                return call
+            data = w.value.numpy()
+            info, out = x.ty, call.ty
+            if (
+                data.dtype != np.float32
+                or data.ndim != 2
+                or data.size < MIN_QUANTIZED
+                or getattr(info, "dtype", None) != "float32"
+                or getattr(out, "dtype", None) != "float32"
+                or info.shape is None
+                or info.ndim < 2
+                or not isinstance(info.shape, relax.ShapeExpr)
+            ):
+                return call
+            dims = list(info.shape.values)
+            k, n = data.shape
+            if not isinstance(dims[-1], tirx.IntImm) or int(dims[-1]) != k:
+                return call
+            rows = dims[0]
+            for dim in dims[1:-1]:
+                rows = rows * dim
+            packed, scales, offsets = pack_vnni(data)
+            _, matmul = vnni_kernels(k, n)
+            bb = self.builder_
+            q = self._quantize(x, rows, k)
+            y = bb.emit(
+                relax.call_tir(
+                    bb.add_func(matmul, "offline_int8_matmul"),
+                    [
+                        relax.TupleGetItem(q, 0),
+                        relax.TupleGetItem(q, 1),
+                        relax.const(packed),
+                        relax.const(scales),
+                        relax.const(offsets),
+                    ],
+                    relax.TensorType([rows, n], "float32"),
+                )
+            )
+            return relax.op.reshape(y, [*dims[:-1], n])
+
+    rewrite = Rewrite(mod)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewrite.builder_.update_func(gvar, rewrite.visit_expr(func))
+    # the fp32 gathers the expert matmuls no longer read
+    return relax.transform.DeadCodeElimination()(rewrite.builder_.get())
 
 
 def fuse_weight_reads(mod: Any) -> Any:
