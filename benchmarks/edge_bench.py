@@ -10,7 +10,8 @@ to eager fp32 (whose size is its safetensors file). Eager latencies are measured
 export run; the ratio uses that run's. TVM is compiled for this machine's CPU (``--cpu``
 default).
 
-Run: ``.venv/bin/python benchmarks/edge_bench.py [--seq-len 64] [--runs 20] [--formats tvm] [--json]``.
+Run: ``.venv/bin/python benchmarks/edge_bench.py [--seq-len 64] [--runs 20] [--formats tvm]
+[--json]``.
 It reports, it does not assert.
 """
 
@@ -85,8 +86,9 @@ def main() -> None:
                         "cpu": art.get("cpu", ""),
                     }
                 )
+        side_by_side = _tvm_int8_vs_fp32(root, args.seq_len) if "tvm" in formats else None
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"artifacts": rows, "tvm_int8_vs_fp32": side_by_side}, indent=2))
         return
     print(
         f"edge bench: tiny DeepSeek-V3 LM ({args.train_steps} training steps), seq_len"
@@ -102,6 +104,39 @@ def main() -> None:
             f"{agree:>9}{cpu}"
         )
     print("  goal: TVM int8 latency <= 0.5x, size <= 0.3x, top-1 >= 99%")
+    if side_by_side:
+        print(
+            f"TVM int8 / TVM fp32, interleaved in one process (b1 p50 of {side_by_side['runs']}):"
+            f" {side_by_side['int8_ms']:.3f} / {side_by_side['fp32_ms']:.3f} ms"
+            f" = {side_by_side['ratio']:.2f}x"
+        )
+
+
+def _tvm_int8_vs_fp32(root: Path, seq_len: int, runs: int = 30) -> dict[str, Any]:
+    """The two host TVM libraries timed alternately, so that a noisy machine slows both alike:
+    the export cards time each artifact minutes apart."""
+    import statistics
+    import time
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    libs = {q: next((root / f"out-{q}").glob("model-*-x86_64.so")) for q in ("none", "int8")}
+    vms = {
+        q: relax.VirtualMachine(tvm.runtime.load_module(str(p)), tvm.cpu()) for q, p in libs.items()
+    }
+    ids = tvm.runtime.tensor(np.random.default_rng(0).integers(3, 1000, (1, seq_len)))
+    times: dict[str, list[float]] = {q: [] for q in vms}
+    for _ in range(runs):
+        for q, vm in vms.items():
+            vm["main"](ids)
+            start = time.perf_counter()
+            for _ in range(5):
+                vm["main"](ids)
+            times[q].append((time.perf_counter() - start) / 5 * 1e3)
+    fp32, int8 = statistics.median(times["none"]), statistics.median(times["int8"])
+    return {"runs": runs, "fp32_ms": fp32, "int8_ms": int8, "ratio": int8 / fp32}
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ time in:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 ROWS = 4  # rows of the register tile
 VECTORS = 2  # vectors of columns in the register tile
@@ -326,12 +327,13 @@ def has_vnni(target: Any) -> bool:
         return False
 
 
-def pack_vnni(weight: Any) -> tuple[Any, Any, Any]:
+def pack_vnni(weight: Any) -> tuple[Any, Any]:
     """A ``[K, N]`` fp32 weight as int8 with one scale per output column, laid out for
     ``vpdpbusd``: ``[column tiles, K/4, 32 columns x 4 k]``, zero-padded to whole tiles.
 
-    Returns the packed int8 weight, the column scales and the column sums times 128 (the
-    activations are stored as unsigned bytes with a +128 offset, which this term removes).
+    The weight is stored as unsigned bytes (``q + 128``, the operand ``vpdpbusd`` takes
+    unsigned): the extra ``128 * sum(x)`` of each row is removed with the row sum that
+    ``quantize`` writes. Returns the packed weight and the column scales.
     """
     import numpy as np
 
@@ -341,36 +343,45 @@ def pack_vnni(weight: Any) -> tuple[Any, Any, Any]:
     q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
     k4, width = -(-k // 4), COLUMNS * TILE_VECTORS
     tiles = -(-n // width)
-    padded = np.zeros((k4 * 4, tiles * width), np.int8)
-    padded[:k, :n] = q
+    padded = np.full((k4 * 4, tiles * width), 128, np.uint8)  # padding: a zero weight
+    padded[:k, :n] = q.astype(np.int16) + 128
     packed = padded.reshape(k4, 4, tiles, width).transpose(2, 0, 3, 1).reshape(tiles, k4, width * 4)
     scales = np.ones(tiles * width, np.float32)
     scales[:n] = scale
-    offsets = np.zeros(tiles * width, np.int32)
-    offsets[:n] = 128 * q.astype(np.int32).sum(axis=0)
-    return np.ascontiguousarray(packed), scales, offsets
+    return np.ascontiguousarray(packed), scales
 
 
-def vnni_kernels(k: int, n: int) -> tuple[Any, Any]:
-    """Two kernels for ``x[m, k] @ W[k, n]`` in int8: ``quantize`` gives each row of ``x`` its
-    own scale (max |x| / 127) and stores it as unsigned bytes (+128); ``matmul`` multiplies
-    those with the packed weight (``pack_vnni``) in ``TILE_ROWS x 32``-column register tiles of
-    int32 accumulators, one ``vpdpbusd`` per 4 k and 16 columns, then rescales to fp32."""
+@functools.cache
+def vnni_kernels() -> tuple[Any, Any, Any]:
+    """The int8 kernels, one of each whatever the shapes (sizes are read from the buffers, so
+    a model's many projections share one copy of the code):
+
+    - ``quantize``: each row of ``x[m, k]`` gets its own scale (max |x| / 127) and is stored as
+      int8, zero-padded to a multiple of 4, with 128 x its sum (see ``pack_vnni``);
+    - ``matmul``: those rows times a ``pack_vnni`` weight in ``TILE_ROWS x 32``-column register
+      tiles of int32 accumulators, one ``vpdpbusd`` per 4 k and 16 columns, rescaled to fp32;
+    - ``experts_matmul``: row ``b`` times expert ``idx[b]`` of a stack of packed weights, read
+      in place (a mixture-of-experts layer, one row per token and routed expert).
+    """
     from tvm.script import tirx as T
 
-    k4 = -(-k // 4)
     width = COLUMNS * TILE_VECTORS
-    tiles = -(-n // width)
-    body, tail = k // COLUMNS * COLUMNS, k4 * 4 - k // COLUMNS * COLUMNS
+    vectors = 4  # experts: one row per task, four accumulators keep vpdpbusd's pipeline busy
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8}
 
     # fmt: off
+    def to_int8(value: Any, scale: Any) -> Any:
+        return T.Cast("int8", T.max(T.min(T.Cast("int32", T.nearbyint(value / scale)), 127), -127))
+
     @T.macro
-    def quantize_row(x: T.Buffer, q: T.Buffer, s: T.Buffer, i: T.int64) -> None:
+    def quantize_row(
+        x: T.Buffer, q: T.Buffer, s: T.Buffer, r: T.Buffer, i: T.int64, k: T.int64, kp: T.int64
+    ) -> None:
+        body = k // COLUMNS * COLUMNS
         peak = T.alloc_buffer((COLUMNS,), "float32", scope="local")
         for lane in T.vectorized(COLUMNS):
             peak[lane] = T.float32(0)
-        for c in range(body // COLUMNS):
+        for c in range(k // COLUMNS):
             for lane in T.vectorized(COLUMNS):
                 peak[lane] = T.max(peak[lane], T.fabs(x[i, c * COLUMNS + lane]))
         for t in range(k - body):
@@ -378,109 +389,125 @@ def vnni_kernels(k: int, n: int) -> tuple[Any, Any]:
         for lane in range(1, COLUMNS):
             peak[0] = T.max(peak[0], peak[lane])
         s[i] = T.if_then_else(peak[0] > T.float32(0), peak[0] / T.float32(127), T.float32(1))
-        for c in range(body // COLUMNS):
+        for c in range(k // COLUMNS):
             for lane in T.vectorized(COLUMNS):
-                q[i, c * COLUMNS + lane] = T.Cast("uint8", T.max(T.min(T.Cast("int32", T.nearbyint(x[i, c * COLUMNS + lane] / s[i])), 127), -127) + 128)
-        for t in range(tail):
-            q[i, body + t] = T.if_then_else(body + t < k, T.Cast("uint8", T.max(T.min(T.Cast("int32", T.nearbyint(x[i, T.min(body + t, k - 1)] / s[i])), 127), -127) + 128), T.uint8(128))
+                q[i, c * COLUMNS + lane] = to_int8(x[i, c * COLUMNS + lane], s[i])
+        for t in range(kp - body):  # the tail, then zeros up to a multiple of 4
+            q[i, body + t] = T.if_then_else(
+                body + t < k, to_int8(x[i, T.min(body + t, k - 1)], s[i]), T.int8(0)
+            )
+        total = T.alloc_buffer((1,), "int32", scope="local")
+        total[0] = 0
+        for c in range(kp):
+            total[0] = total[0] + T.Cast("int32", q[i, c])
+        r[i] = total[0] * 128
 
     @T.prim_func(private=True, s_tir=True)
-    def quantize(var_x: T.handle, var_q: T.handle, var_s: T.handle) -> None:
+    def quantize(var_x: T.handle, var_q: T.handle, var_s: T.handle, var_r: T.handle) -> None:
         T.func_attr(attrs)
-        m = T.int64()
+        m, k, kp = T.int64(), T.int64(), T.int64()
         x = T.match_buffer(var_x, (m, k), "float32")
-        q = T.match_buffer(var_q, (m, k4 * 4), "uint8")
+        q = T.match_buffer(var_q, (m, kp), "int8")
         s = T.match_buffer(var_s, (m,), "float32")
+        r = T.match_buffer(var_r, (m,), "int32")
         with T.sblock("root"):
             if m * k >= PARALLEL_MIN:
                 for i in T.parallel(m):
-                    quantize_row(x, q, s, i)
+                    quantize_row(x, q, s, r, i, k, kp)
             else:  # waking the thread pool costs more than this
                 for i in range(m):
-                    quantize_row(x, q, s, i)
+                    quantize_row(x, q, s, r, i, k, kp)
+
+    @T.macro
+    def dot4(acc: T.Buffer, row: T.int32, v: T.int32, a: T.int32, weights: T.uint8x64) -> None:
+        # acc[row, v, :] += 16 columns x 4 k of unsigned weight bytes . 4 signed activation bytes
+        acc[row, v, T.ramp(0, 1, COLUMNS)] = T.call_llvm_pure_intrin(
+            "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[row, v, T.ramp(0, 1, COLUMNS)],
+            weights, T.reinterpret("int8x64", T.broadcast(a, COLUMNS)),
+        )
 
     @T.prim_func(private=True, s_tir=True)
-    def matmul(var_q: T.handle, var_s: T.handle, w: T.Buffer((tiles, k4, width * 4), "int8"), ws: T.Buffer((tiles * width,), "float32"), wo: T.Buffer((tiles * width,), "int32"), var_y: T.handle) -> None:
+    def matmul(
+        var_q: T.handle, var_s: T.handle, var_r: T.handle,
+        var_w: T.handle, var_ws: T.handle, var_y: T.handle,
+    ) -> None:
         T.func_attr(attrs)
-        m = T.int64()
-        q = T.match_buffer(var_q, (m, k4 * 4), "uint8")
+        m, kp, tiles, k4, n = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+        q = T.match_buffer(var_q, (m, kp), "int8")
         s = T.match_buffer(var_s, (m,), "float32")
+        r = T.match_buffer(var_r, (m,), "int32")
+        w = T.match_buffer(var_w, (tiles, k4, width * 4), "uint8")
+        ws = T.match_buffer(var_ws, (tiles * width,), "float32")
         y = T.match_buffer(var_y, (m, n), "float32")
         with T.sblock("root"):
             for t in T.parallel(tiles * ((m + TILE_ROWS - 1) // TILE_ROWS)):
+                i0 = t // tiles * TILE_ROWS  # the tile's first row and column
+                j0 = t % tiles * width
                 acc = T.alloc_buffer((TILE_ROWS, TILE_VECTORS, COLUMNS), "int32", scope="local")
-                for r in T.unroll(TILE_ROWS):
+                for row in T.unroll(TILE_ROWS):
                     for v in T.unroll(TILE_VECTORS):
-                        acc[r, v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
+                        acc[row, v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
                 for kk in range(k4):
-                    for r in T.unroll(TILE_ROWS):
-                        a = T.reinterpret("int32", q.vload([T.min(t // tiles * TILE_ROWS + r, m - 1), kk * 4], "uint8x4"))
+                    for row in T.unroll(TILE_ROWS):
+                        i = T.min(i0 + row, m - 1)  # rows past the end repeat the last one
+                        a = T.reinterpret("int32", q.vload([i, kk * 4], "int8x4"))
                         for v in T.unroll(TILE_VECTORS):
-                            acc[r, v, T.ramp(0, 1, COLUMNS)] = T.call_llvm_pure_intrin(
-                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[r, v, T.ramp(0, 1, COLUMNS)],
-                                T.reinterpret("int8x64", T.broadcast(a, COLUMNS)),
-                                w.vload([t % tiles, kk, v * COLUMNS * 4], "int8x64"))
-                for r in T.unroll(TILE_ROWS):
-                    if t // tiles * TILE_ROWS + r < m:
+                            wv = w.vload([t % tiles, kk, v * COLUMNS * 4], "uint8x64")
+                            dot4(acc, row, v, a, wv)
+                for row in T.unroll(TILE_ROWS):
+                    if i0 + row < m:
                         for v in T.unroll(TILE_VECTORS):
-                            if t % tiles * width + v * COLUMNS + COLUMNS <= n:  # a whole vector
+                            j = j0 + v * COLUMNS
+                            if j + COLUMNS <= n:  # a whole vector
                                 for lane in T.vectorized(COLUMNS):
-                                    y[t // tiles * TILE_ROWS + r, t % tiles * width + v * COLUMNS + lane] = (
-                                        T.Cast("float32", acc[r, v, lane] - wo[t % tiles * width + v * COLUMNS + lane])
-                                        * s[t // tiles * TILE_ROWS + r] * ws[t % tiles * width + v * COLUMNS + lane])
+                                    y[i0 + row, j + lane] = T.Cast(
+                                        "float32", acc[row, v, lane] - r[i0 + row]
+                                    ) * s[i0 + row] * ws[j + lane]
                             else:  # the last columns
                                 for lane in range(COLUMNS):
-                                    if t % tiles * width + v * COLUMNS + lane < n:
-                                        y[t // tiles * TILE_ROWS + r, t % tiles * width + v * COLUMNS + lane] = (
-                                            T.Cast("float32", acc[r, v, lane] - wo[t % tiles * width + v * COLUMNS + lane])
-                                            * s[t // tiles * TILE_ROWS + r] * ws[t % tiles * width + v * COLUMNS + lane])
-    # fmt: on
-    return quantize, matmul
+                                    if j + lane < n:
+                                        y[i0 + row, j + lane] = T.Cast(
+                                            "float32", acc[row, v, lane] - r[i0 + row]
+                                        ) * s[i0 + row] * ws[j + lane]
 
-
-def vnni_expert_kernel(experts: int, k: int, n: int) -> Any:
-    """``y[b] = x[b] @ W[idx[b]]`` in int8 for a mixture-of-experts layer: each row (one token
-    and one of its routed experts) is multiplied with its own expert's packed weight, read in
-    place (``W`` is ``pack_vnni`` of every expert, stacked), so no expert is ever copied."""
-    from tvm.script import tirx as T
-
-    k4 = -(-k // 4)
-    vectors = 4  # one row per task: four accumulators keep vpdpbusd's pipeline busy
-    width = COLUMNS * TILE_VECTORS
-    tiles = -(-n // width)
-    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8}
-
-    # fmt: off
     @T.prim_func(private=True, s_tir=True)
-    def experts_matmul(var_q: T.handle, var_s: T.handle, var_idx: T.handle, w: T.Buffer((experts, tiles, k4, width * 4), "int8"), ws: T.Buffer((experts, tiles * width), "float32"), wo: T.Buffer((experts, tiles * width), "int32"), var_y: T.handle) -> None:
+    def experts_matmul(
+        var_q: T.handle, var_s: T.handle, var_r: T.handle, var_idx: T.handle,
+        var_w: T.handle, var_ws: T.handle, var_y: T.handle,
+    ) -> None:
         T.func_attr(attrs)
-        m = T.int64()
-        q = T.match_buffer(var_q, (m, k4 * 4), "uint8")
+        m, kp, experts, tiles, k4 = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+        n = T.int64()
+        q = T.match_buffer(var_q, (m, kp), "int8")
         s = T.match_buffer(var_s, (m,), "float32")
+        r = T.match_buffer(var_r, (m,), "int32")
         idx = T.match_buffer(var_idx, (m,), "int64")
+        w = T.match_buffer(var_w, (experts, tiles, k4, width * 4), "uint8")
+        ws = T.match_buffer(var_ws, (experts, tiles * width), "float32")
         y = T.match_buffer(var_y, (m, n), "float32")
         with T.sblock("root"):
             for b in T.parallel(m):
-                for jt in range((tiles + vectors // TILE_VECTORS - 1) // (vectors // TILE_VECTORS)):
-                    acc = T.alloc_buffer((vectors, COLUMNS), "int32", scope="local")
+                e = T.min(T.max(idx[b], T.int64(0)), experts - 1)  # a bad index: no stray read
+                for jt in range((tiles * TILE_VECTORS + vectors - 1) // vectors):
+                    acc = T.alloc_buffer((1, vectors, COLUMNS), "int32", scope="local")
                     for v in T.unroll(vectors):
-                        acc[v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
+                        acc[0, v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
                     for kk in range(k4):
-                        a = T.reinterpret("int32", q.vload([b, kk * 4], "uint8x4"))
+                        a = T.reinterpret("int32", q.vload([b, kk * 4], "int8x4"))
                         for v in T.unroll(vectors):
-                            if jt * vectors + v < tiles * TILE_VECTORS:
-                                acc[v, T.ramp(0, 1, COLUMNS)] = T.call_llvm_pure_intrin(
-                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[v, T.ramp(0, 1, COLUMNS)],
-                                    T.reinterpret("int8x64", T.broadcast(a, COLUMNS)),
-                                    w.vload([T.min(T.max(idx[b], T.int64(0)), T.int64(experts - 1)), (jt * vectors + v) // TILE_VECTORS, kk, (jt * vectors + v) % TILE_VECTORS * COLUMNS * 4], "int8x64"))
+                            c = jt * vectors + v  # the column vector
+                            if c < tiles * TILE_VECTORS:
+                                at = c % TILE_VECTORS * COLUMNS * 4
+                                wv = w.vload([e, c // TILE_VECTORS, kk, at], "uint8x64")
+                                dot4(acc, 0, v, a, wv)
                     for v in T.unroll(vectors):
                         for lane in range(COLUMNS):
-                            if (jt * vectors + v) * COLUMNS + lane < n:
-                                y[b, (jt * vectors + v) * COLUMNS + lane] = (
-                                    T.Cast("float32", acc[v, lane] - wo[T.min(T.max(idx[b], T.int64(0)), T.int64(experts - 1)), (jt * vectors + v) * COLUMNS + lane])
-                                    * s[b] * ws[T.min(T.max(idx[b], T.int64(0)), T.int64(experts - 1)), (jt * vectors + v) * COLUMNS + lane])
+                            j = (jt * vectors + v) * COLUMNS + lane
+                            if j < n:
+                                total = T.Cast("float32", acc[0, v, lane] - r[b])
+                                y[b, j] = total * s[b] * ws[e, j]
     # fmt: on
-    return experts_matmul
+    return quantize, matmul, experts_matmul
 
 
 def int8_matmuls(mod: Any) -> Any:
@@ -499,7 +526,7 @@ def int8_matmuls(mod: Any) -> Any:
     class Rewrite(relax.PyExprMutator):  # type: ignore[misc]
         # activations already quantized in this block: x -> (its bytes and scales); the
         # projections that read the same x (q/kv, gate/up) share one quantize
-        quantized: list[tuple[Any, Any]] = []
+        quantized: ClassVar[list[tuple[Any, Any]]] = []
 
         def visit_dataflow_block_(self, block: Any) -> Any:
             self.quantized = []
@@ -511,7 +538,7 @@ def int8_matmuls(mod: Any) -> Any:
             for seen, q in self.quantized:
                 if seen.same_as(x):
                     return q
-            quantize, _ = vnni_kernels(k, 1)
+            quantize, _, _ = vnni_kernels()
             bb = self.builder_
             flat = bb.emit(relax.op.reshape(x, [rows, k]))
             q = bb.emit(
@@ -519,8 +546,9 @@ def int8_matmuls(mod: Any) -> Any:
                     bb.add_func(quantize, "offline_int8_quantize"),
                     [flat],
                     [
-                        relax.TensorType([rows, -(-k // 4) * 4], "uint8"),
+                        relax.TensorType([rows, -(-k // 4) * 4], "int8"),
                         relax.TensorType([rows], "float32"),
+                        relax.TensorType([rows], "int32"),
                     ],
                 )
             )
@@ -569,16 +597,12 @@ def int8_matmuls(mod: Any) -> Any:
                 q = self._quantize(x, rows, k)
                 y = bb.emit(
                     relax.call_tir(
-                        bb.add_func(
-                            vnni_expert_kernel(len(stack), k, n), "offline_int8_experts_matmul"
-                        ),
+                        bb.add_func(vnni_kernels()[2], "offline_int8_experts_matmul"),
                         [
-                            relax.TupleGetItem(q, 0),
-                            relax.TupleGetItem(q, 1),
+                            *(relax.TupleGetItem(q, i) for i in range(3)),
                             idx,
                             relax.const(np.stack([p[0] for p in packs])),
                             relax.const(np.stack([p[1] for p in packs])),
-                            relax.const(np.stack([p[2] for p in packs])),
                         ],
                         relax.TensorType([rows, n], "float32"),
                     )
@@ -616,19 +640,17 @@ def int8_matmuls(mod: Any) -> Any:
             rows = dims[0]
             for dim in dims[1:-1]:
                 rows = rows * dim
-            packed, scales, offsets = pack_vnni(data)
-            _, matmul = vnni_kernels(k, n)
+            packed, scales = pack_vnni(data)
+            _, matmul, _ = vnni_kernels()
             bb = self.builder_
             q = self._quantize(x, rows, k)
             y = bb.emit(
                 relax.call_tir(
                     bb.add_func(matmul, "offline_int8_matmul"),
                     [
-                        relax.TupleGetItem(q, 0),
-                        relax.TupleGetItem(q, 1),
+                        *(relax.TupleGetItem(q, i) for i in range(3)),
                         relax.const(packed),
                         relax.const(scales),
-                        relax.const(offsets),
                     ],
                     relax.TensorType([rows, n], "float32"),
                 )

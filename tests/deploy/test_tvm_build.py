@@ -11,8 +11,32 @@ from tvm import relax
 
 from offline.deploy import tvm_build
 
+HOST = tvm.target.Target(
+    {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}  # as offline export does
+)
 
-def _build(x_shape: tuple[int, ...], weight: np.ndarray, *, int8: bool, gather: bool = False):
+
+def _build(
+    x_shape: tuple[int, ...],
+    weight: np.ndarray,
+    *,
+    int8: bool,
+    gather: bool = False,
+    weight_left: bool = False,
+    target: tvm.target.Target | None = None,
+):
+    target = target or tvm.target.Target({"kind": "llvm"})
+    executable = relax.build(
+        _module(x_shape, weight, gather=gather, weight_left=weight_left),
+        target=target,
+        relax_pipeline=tvm_build.pipeline(target, int8=int8),
+    )
+    return relax.VirtualMachine(executable, tvm.cpu()), executable
+
+
+def _module(
+    x_shape: tuple[int, ...], weight: np.ndarray, *, gather: bool = False, weight_left: bool = False
+) -> tvm.IRModule:
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(x_shape, "float32"))
     params = [x]
@@ -24,13 +48,10 @@ def _build(x_shape: tuple[int, ...], weight: np.ndarray, *, int8: bool, gather: 
             w = relax.const(weight)
             if gather:  # a mixture-of-experts layer: each row's own expert matrix
                 w = bb.emit(relax.op.take(w, idx, axis=0))
-            y = bb.emit_output(bb.emit(relax.op.matmul(x, w)))
+            y = relax.op.matmul(w, x) if weight_left else relax.op.matmul(x, w)
+            y = bb.emit_output(bb.emit(y))
         bb.emit_func_output(y)
-    target = tvm.target.Target({"kind": "llvm"})
-    executable = relax.build(
-        bb.get(), target=target, relax_pipeline=tvm_build.pipeline(target, int8=int8)
-    )
-    return relax.VirtualMachine(executable, tvm.cpu()), executable
+    return bb.get()
 
 
 @pytest.mark.parametrize("m,k,n", [(7, 13, 37), (64, 128, 200), (1, 96, 5)])
@@ -86,3 +107,70 @@ def test_quantize_weight_picks_the_channel_axis_that_fits() -> None:
     q, scale = tvm_build.quantize_weight(w)
     assert q.dtype == np.int8 and scale.shape == (1, 32)
     assert np.abs(q.astype(np.float32) * scale - w).max() <= scale.max() / 2 + 1e-6
+
+
+# -- int8 arithmetic on VNNI ----------------------------------------------------------------------
+
+
+def _int8_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` as the VNNI kernels compute it: x per row and w per column in symmetric int8,
+    products summed exactly in integers, then scaled back."""
+    sx = np.abs(x).max(axis=-1, keepdims=True) / 127
+    sw = np.abs(w).max(axis=-2, keepdims=True) / 127
+    xq = np.clip(np.rint(x / sx), -127, 127).astype(np.int64)
+    wq = np.clip(np.rint(w / sw), -127, 127).astype(np.int64)
+    return (xq @ wq).astype(np.float32) * sx * sw
+
+
+def test_vnni_is_detected_from_the_target_cpu() -> None:
+    assert tvm_build.has_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "znver5"}))
+    assert tvm_build.has_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids"}))
+    assert not tvm_build.has_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+    arm = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    assert not tvm_build.has_vnni(arm)
+
+
+@pytest.mark.parametrize("m,k,n", [(64, 128, 256), (7, 130, 250), (1, 96, 200)])
+def test_int8_matmul_multiplies_in_integers_on_vnni(m: int, k: int, n: int) -> None:
+    """On a CPU with VNNI the int8 library really multiplies int8 by int8: its output is the
+    integer reference (to fp32 rounding), which differs from the fp32 product by ~1 %."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((m, k), "float32"), rng.standard_normal((k, n), "float32")
+    lowered = tvm_build.pipeline(HOST, int8=True)(_module((m, k), w))
+    names = [gv.name_hint for gv in lowered.get_global_vars()]
+    if not tvm_build.has_vnni(HOST):  # e.g. an older x86 CPU: int8 weights, fp32 arithmetic
+        assert "offline_int8_matmul" not in names
+        return
+    assert "offline_int8_matmul" in names and "offline_int8_quantize" in names
+    vm, _ = _build((m, k), w, int8=True, target=HOST)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, _int8_reference(x, w), rtol=1e-5, atol=1e-4)
+    assert np.abs(got - x @ w).max() > 1e-3  # not fp32
+
+
+@pytest.mark.parametrize("weight_left", [True, False])
+def test_int8_experts_read_their_own_packed_weights(weight_left: bool) -> None:
+    """A mixture-of-experts matmul (``take(W, idx) @ x``): each row uses its routed expert's
+    int8 weight in place; the fp32 gather of every routed expert is gone from the graph."""
+    rng = np.random.default_rng(5)
+    rows, experts, k, n = 12, 4, 64, 96
+    stack = rng.standard_normal((experts, n, k) if weight_left else (experts, k, n), "float32")
+    x_shape = (rows, k, 1) if weight_left else (rows, 1, k)
+    x = rng.standard_normal(x_shape, "float32")
+    idx = np.array([0, 3, 1, 1, 2, 0, 3, 3, 2, 1, 0, 2], dtype="int64")
+    mod = _module(x_shape, stack, gather=True, weight_left=weight_left)
+    lowered = tvm_build.pipeline(HOST, int8=True)(mod)
+    names = [gv.name_hint for gv in lowered.get_global_vars()]
+    if not tvm_build.has_vnni(HOST):
+        assert "offline_int8_experts_matmul" not in names
+        return
+    assert "offline_int8_experts_matmul" in names
+    assert not [name for name in names if "take" in name]  # no fp32 copy of the experts
+    vm, _ = _build(x_shape, stack, int8=True, gather=True, weight_left=weight_left, target=HOST)
+    got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(idx)).numpy()
+    if weight_left:  # y[b] = W[idx[b]] @ x[b]: the same as x[b].T @ W[idx[b]].T
+        ref = np.stack([_int8_reference(x[b].T, stack[e].T) for b, e in enumerate(idx)])
+        ref = ref.transpose(0, 2, 1)
+    else:
+        ref = np.stack([_int8_reference(x[b], stack[e]) for b, e in enumerate(idx)])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
