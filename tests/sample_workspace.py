@@ -30,3 +30,21 @@ def sample_workspace(
 
         init_model(root / "models/tiny", tokenizer_from=root / "data/clean", vocab_size=model_vocab)
     return root
+
+
+def tiny_classifier(root: Path, base: Path, out: Path) -> Path:
+    """A classifier over the split's ticket labels, initialised from the tiny model's config."""
+    import pyarrow.parquet as pq
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    table = pq.read_table(root / "data/split/tickets/train.parquet")
+    labels = sorted(set(table["label"].to_pylist()))
+    config = AutoConfig.from_pretrained(base)
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {name: i for i, name in enumerate(labels)}
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out

@@ -21,6 +21,7 @@ GROUPS: dict[str, str] = {
     "images": "offline.cli.images",
     "label": "offline.cli.label",
     "mirror": "offline.cli.mirror",
+    "serve-key": "offline.cli.serve",
     "train": "offline.cli.train",
 }
 
@@ -28,6 +29,7 @@ GROUPS: dict[str, str] = {
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("offline.cli.data", "init_cmd"),
     "export": ("offline.cli.export", "export_cmd"),
+    "serve": ("offline.cli.serve", "serve_cmd"),
 }
 
 app = typer.Typer(

@@ -104,7 +104,12 @@ def load(model_dir: Path) -> Loaded:
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
     auto: Any = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
+    # safetensors only: a pickled weight file is never unpickled
+    kwargs: dict[str, Any] = {
+        "local_files_only": True,
+        "dtype": torch.float32,
+        "use_safetensors": True,
+    }
     if getattr(config, "n_routed_experts", None) or getattr(config, "num_experts", None):
         kwargs["experts_implementation"] = "batched_mm"
     model = auto.from_pretrained(model_dir, **kwargs).eval()
@@ -372,9 +377,9 @@ def tvm_target(target: str, cpu: str | None = None) -> dict[str, str]:
 def export_tvm(
     loaded: Loaded, example: Any, quantize: str, target: str, out: Path, cpu: str | None = None
 ) -> Path:
-    """A Relax VM library, scheduled for the CPU (``offline.deploy.tvm_build``); with int8,
-    the large weights are stored as int8 with per-channel scales and decoded inside the
-    matmul and gather kernels that read them."""
+    """A Relax VM library, scheduled for the CPU (``offline.deploy.tvm_build``). With int8
+    the large weights are stored as int8: on x86 with AVX-512 VNNI the matmuls run in int8
+    arithmetic, elsewhere the weights are decoded inside the kernels that read them."""
     import tvm
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program

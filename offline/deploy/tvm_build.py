@@ -11,6 +11,13 @@ time in:
   multiply-add.
 - dlight's own CPU ``GEMV`` and ``Reduction`` (softmax, norms).
 - ``Elementwise``: anything else made only of spatial loops is parallelised and vectorised.
+
+With int8 on an x86 CPU that has AVX-512 VNNI, the matmuls against constant weights (dense
+layers and the gathered expert stacks of a mixture-of-experts layer) do their arithmetic in
+integers: the activations are quantized per row, the weights are packed once at build time,
+and ``vpdpbusd`` sums int8 x int8 products in int32 (``int8_matmuls``). Elsewhere (no VNNI,
+aarch64, embeddings) the weights are stored as int8 and decoded to fp32 inside the kernel that
+reads them (``int8_weights``).
 """
 
 from __future__ import annotations

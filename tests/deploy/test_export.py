@@ -14,7 +14,7 @@ import pytest
 
 from offline.deploy import export as ex
 from offline.errors import ConfigError, GateError, NotFoundError
-from tests.sample_workspace import sample_workspace
+from tests.sample_workspace import sample_workspace, tiny_classifier
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,24 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Sample data split, the tiny LM, and a tiny classifier over the ticket labels."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
     root = sample_workspace(tmp_path_factory.mktemp("export"), rows=400, seed=2, model_vocab=2000)
     (root / "models/tiny").rename(root / "models/lm")
-    import pyarrow.parquet as pq
-
-    labels = sorted(
-        set(pq.read_table(root / "data/split/tickets/train.parquet")["label"].to_pylist())
-    )
-    config = AutoConfig.from_pretrained(root / "models/lm")
-    config.num_labels = len(labels)
-    config.id2label = dict(enumerate(labels))
-    config.label2id = {name: i for i, name in enumerate(labels)}
-    torch.manual_seed(0)
-    classifier = AutoModelForSequenceClassification.from_config(config)
-    classifier.save_pretrained(root / "models/cls")
-    AutoTokenizer.from_pretrained(root / "models/lm").save_pretrained(root / "models/cls")
+    tiny_classifier(root, root / "models/lm", root / "models/cls")
     return root
 
 

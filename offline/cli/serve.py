@@ -1,0 +1,89 @@
+"""``offline serve`` (run the server) and ``offline serve-key add`` (issue an API key)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from offline.errors import ConfigError
+
+app = typer.Typer(help="API keys for offline serve.", no_args_is_help=True)
+
+
+def settings_from(options: dict[str, Any]) -> Any:
+    """ServeSettings from the options given; the rest from OFFLINE_SERVE_* or defaults."""
+    from pydantic import ValidationError
+
+    from offline.serve.settings import ServeSettings
+
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return ServeSettings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(
+            f"offline serve: {problems}", fix="see `offline serve --help` (README: Serving)"
+        ) from None
+
+
+def serve_cmd(
+    model: Annotated[
+        Path | None, typer.Option(help="An `offline export` output directory.")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="auto (default: tvm, torchscript, pt2), eager, torchscript,"
+                                 " pt2 or tvm.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    api_keys: Annotated[
+        Path | None, typer.Option("--api-keys", help="Hashed keys file (offline serve-key add).")
+    ] = None,
+    max_batch: Annotated[int | None, typer.Option("--max-batch", help="Rows per batch (32).")] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option("--max-wait-ms", help="Longest wait to fill a batch (5).")
+    ] = None,
+    canary: Annotated[Path | None, typer.Option(help="A second export to send a share to.")] = None,
+    canary_percent: Annotated[
+        float | None, typer.Option("--canary-percent", help="Share of requests (10).")
+    ] = None,
+    audit_log: Annotated[
+        Path | None, typer.Option("--audit-log", help="JSONL file, one line per request.")
+    ] = None,
+    audit_content: Annotated[
+        bool | None, typer.Option("--audit-content", help="Also log prompts and outputs.")
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool | None,
+        typer.Option("--allow-unauthenticated", help="Bind beyond loopback without API keys."),
+    ] = None,
+) -> None:
+    """Serve an exported model: /predict, OpenAI /v1/completions and /v1/chat/completions."""
+    from offline.serve.app import serve
+
+    settings = settings_from(
+        {
+            "model": model, "backend": backend, "host": host, "port": port,
+            "api_keys": api_keys, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+            "canary": canary, "canary_percent": canary_percent, "audit_log": audit_log,
+            "audit_content": audit_content, "allow_unauthenticated": allow_unauthenticated,
+        }  # fmt: skip
+    )
+    serve(settings)
+
+
+@app.command("add")
+def add_cmd(
+    keys: Annotated[Path, typer.Option("--keys", help="The keys file (created 0600).")],
+    key_id: Annotated[str, typer.Option("--id", help="A name for the key, e.g. the team.")],
+) -> None:
+    """Issue a key: its sha256 goes into the file, the key itself is printed once."""
+    from offline.serve.auth import add_key
+
+    token = add_key(keys, key_id)
+    typer.echo(token)
+    typer.echo(f"stored as {key_id} in {keys}; this key is not shown again", err=True)

@@ -1,0 +1,63 @@
+"""Every setting of ``offline serve`` in one place: command-line options override environment
+variables (``OFFLINE_SERVE_<NAME>``, e.g. ``OFFLINE_SERVE_MAX_BATCH=16``), which override the
+defaults below. ``deploy/serve/deepseek-serve.env`` lists them for the systemd unit."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["auto", "eager", "torchscript", "pt2", "tvm"]
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OFFLINE_SERVE_", extra="forbid")
+
+    model: Path = Field(description="an `offline export` output directory")
+    backend: Backend = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: Path | None = Field(None, description="file of hashed keys (offline serve-key add)")
+    allow_unauthenticated: bool = Field(
+        False, description="serve without API keys on an address other than loopback"
+    )
+    # micro-batching of /predict
+    max_batch: int = Field(32, ge=1, le=64)
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    max_queue: int = Field(256, ge=1, description="waiting requests before 503")
+    # generation
+    max_concurrent_generations: int = Field(4, ge=1)
+    max_tokens_limit: int = Field(256, ge=1, description="largest max_tokens a request may ask")
+    # input limits
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_texts: int = Field(64, ge=1, description="texts per /predict request")
+    max_text_chars: int = Field(8192, ge=1)
+    # canary
+    canary: Path | None = None
+    canary_percent: float = Field(10.0, ge=0, le=100)
+    # audit
+    audit_log: Path | None = None
+    audit_content: bool = Field(False, description="also log prompts and outputs")
+    seed: int | None = Field(None, description="seed the canary split (tests, replays)")
+
+    @model_validator(mode="after")
+    def _open_needs_keys(self) -> ServeSettings:
+        if self.api_keys is None and not self.allow_unauthenticated and not _loopback(self.host):
+            raise ValueError(
+                f"--host {self.host} without --api-keys would let anyone on the network call the"
+                " model: pass --api-keys FILE (offline serve-key add), or --allow-unauthenticated"
+            )
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
