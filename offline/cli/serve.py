@@ -35,15 +35,17 @@ def serve_cmd(
         Path | None, typer.Option(help="An `offline export` output directory.")
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="auto (default: tvm, torchscript, pt2), eager, torchscript,"
-                                 " pt2 or tvm.")
+        str | None,
+        typer.Option(help="auto (default: tvm, torchscript, pt2), eager, torchscript, pt2 or tvm."),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     api_keys: Annotated[
         Path | None, typer.Option("--api-keys", help="Hashed keys file (offline serve-key add).")
     ] = None,
-    max_batch: Annotated[int | None, typer.Option("--max-batch", help="Rows per batch (32).")] = None,
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="Rows per batch (32).")
+    ] = None,
     max_wait_ms: Annotated[
         float | None, typer.Option("--max-wait-ms", help="Longest wait to fill a batch (5).")
     ] = None,
@@ -67,11 +69,19 @@ def serve_cmd(
 
     settings = settings_from(
         {
-            "model": model, "backend": backend, "host": host, "port": port,
-            "api_keys": api_keys, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
-            "canary": canary, "canary_percent": canary_percent, "audit_log": audit_log,
-            "audit_content": audit_content, "allow_unauthenticated": allow_unauthenticated,
-        }  # fmt: skip
+            "model": model,
+            "backend": backend,
+            "host": host,
+            "port": port,
+            "api_keys": api_keys,
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait_ms,
+            "canary": canary,
+            "canary_percent": canary_percent,
+            "audit_log": audit_log,
+            "audit_content": audit_content,
+            "allow_unauthenticated": allow_unauthenticated,
+        }
     )
     serve(settings)
 

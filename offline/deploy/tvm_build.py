@@ -26,7 +26,7 @@ import contextlib
 import functools
 import os
 import sys
-from typing import Any, ClassVar
+from typing import Any
 
 ROWS = 4  # rows of the register tile
 VECTORS = 2  # vectors of columns in the register tile
@@ -380,7 +380,7 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
     def to_int8(value: Any, scale: Any) -> Any:
         return T.Cast("int8", T.max(T.min(T.Cast("int32", T.nearbyint(value / scale)), 127), -127))
 
-    @T.macro
+    @T.macro  # type: ignore[untyped-decorator]
     def quantize_row(
         x: T.Buffer, q: T.Buffer, s: T.Buffer, r: T.Buffer, i: T.int64, k: T.int64, kp: T.int64
     ) -> None:
@@ -409,7 +409,7 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
             total[0] = total[0] + T.Cast("int32", q[i, c])
         r[i] = total[0] * 128
 
-    @T.prim_func(private=True, s_tir=True)
+    @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
     def quantize(var_x: T.handle, var_q: T.handle, var_s: T.handle, var_r: T.handle) -> None:
         T.func_attr(attrs)
         m, k, kp = T.int64(), T.int64(), T.int64()
@@ -425,7 +425,7 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
                 for i in range(m):
                     quantize_row(x, q, s, r, i, k, kp)
 
-    @T.macro
+    @T.macro  # type: ignore[untyped-decorator]
     def dot4(acc: T.Buffer, row: T.int32, v: T.int32, a: T.int32, weights: T.uint8x64) -> None:
         # acc[row, v, :] += 16 columns x 4 k of unsigned weight bytes . 4 signed activation bytes
         acc[row, v, T.ramp(0, 1, COLUMNS)] = T.call_llvm_pure_intrin(
@@ -433,7 +433,7 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
             weights, T.reinterpret("int8x64", T.broadcast(a, COLUMNS)),
         )
 
-    @T.prim_func(private=True, s_tir=True)
+    @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
     def matmul(
         var_q: T.handle, var_s: T.handle, var_r: T.handle,
         var_w: T.handle, var_ws: T.handle, var_y: T.handle,
@@ -477,7 +477,7 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
                                             "float32", acc[row, v, lane] - r[i0 + row]
                                         ) * s[i0 + row] * ws[j + lane]
 
-    @T.prim_func(private=True, s_tir=True)
+    @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
     def experts_matmul(
         var_q: T.handle, var_s: T.handle, var_r: T.handle, var_idx: T.handle,
         var_w: T.handle, var_ws: T.handle, var_y: T.handle,
@@ -533,7 +533,11 @@ def int8_matmuls(mod: Any) -> Any:
     class Rewrite(relax.PyExprMutator):  # type: ignore[misc]
         # activations already quantized in this block: x -> (its bytes and scales); the
         # projections that read the same x (q/kv, gate/up) share one quantize
-        quantized: ClassVar[list[tuple[Any, Any]]] = []
+        quantized: list[tuple[Any, Any]]
+
+        def __init__(self, mod: Any) -> None:
+            super().__init__(mod)
+            self.quantized = []
 
         def visit_dataflow_block_(self, block: Any) -> Any:
             self.quantized = []

@@ -224,7 +224,8 @@ class Generator:
         finally:
             self.waiting -= 1
         try:
-            ids, out, sent, finish, text = list(prompt), [], 0, "length", ""
+            ids, sent, finish, text = list(prompt), 0, "length", ""
+            out: list[int] = []
             while len(out) < sampling.max_tokens and len(ids) < self.model.seq_len:
                 logits = await self.runner.call(self._last_logits, ids)
                 token = choose(logits, sampling, rng)

@@ -13,21 +13,31 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "offline_requests", "Requests by route, status and model version",
-            ["route", "status", "model"], registry=r,
+            "offline_requests",
+            "Requests by route, status and model version",
+            ["route", "status", "model"],
+            registry=r,
         )
         self.latency = Histogram(
-            "offline_request_seconds", "Request latency by route", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "offline_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "offline_batch_size", "Rows per forward pass of /predict", ["model"],
-            buckets=BATCH_BUCKETS, registry=r,
+            "offline_batch_size",
+            "Rows per forward pass of /predict",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "offline_queue_depth", "Requests waiting for a /predict batch", ["model"], registry=r
         )
         self.tokens = Counter(
-            "offline_tokens", "Tokens by model version and type (prompt, completion)",
-            ["model", "type"], registry=r,
+            "offline_tokens",
+            "Tokens by model version and type (prompt, completion)",
+            ["model", "type"],
+            registry=r,
         )

@@ -125,7 +125,7 @@ def _pick(card: dict[str, Any], backend: str, directory: Path) -> dict[str, Any]
     for fmt in order:
         for art in here:
             if art["format"] == fmt:
-                return art
+                return dict(art)
     found = ", ".join(f"{a['format']} ({a['target']})" for a in card["artifacts"]) or "none"
     raise ConfigError(
         f"--model {directory} has no {backend} artifact for {_host_target()} (it has: {found})",

@@ -47,7 +47,9 @@ def test_health_ready_and_models(cls_client: TestClient, exports: Exports) -> No
     assert card["version"].startswith("classifier@") and card["version"] in ready.json()["models"]
 
 
-def test_predict_answers_what_the_artifact_computes(cls_client: TestClient, exports: Exports) -> None:
+def test_predict_answers_what_the_artifact_computes(
+    cls_client: TestClient, exports: Exports
+) -> None:
     r = cls_client.post("/predict", json={"texts": TEXTS})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -131,7 +133,10 @@ def test_generation_routes_follow_the_openai_format(lm_client: TestClient) -> No
     body = r.json()
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     (choice,) = body["choices"]
-    assert choice["message"]["role"] == "assistant" and choice["finish_reason"] in ("stop", "length")
+    assert choice["message"]["role"] == "assistant" and choice["finish_reason"] in (
+        "stop",
+        "length",
+    )
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     # the same seed gives the same answer; streamed, the deltas add up to it
@@ -261,7 +266,7 @@ def test_a_tampered_artifact_refuses_to_start(exports: Exports, tmp_path: Path) 
     data = bytearray(art.read_bytes())
     data[len(data) // 2] ^= 0xFF
     art.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="model-none.torchscript.pt does not match"):
+    with pytest.raises(IntegrityError, match=r"model-none\.torchscript\.pt does not match"):
         load_model(copy, "torchscript")
     proc = subprocess.run(
         [sys.executable, "-m", "offline", "serve", "--model", str(copy), "--backend",
@@ -272,9 +277,9 @@ def test_a_tampered_artifact_refuses_to_start(exports: Exports, tmp_path: Path) 
     assert "does not match its sha256" in proc.stderr and "Traceback" not in proc.stderr
     # a file the manifest does not know is not loaded either
     (copy / "manifest.json").write_text(json.dumps({"files": {}}))
-    with pytest.raises(IntegrityError, match="not in manifest.json"):
+    with pytest.raises(IntegrityError, match=r"not in manifest\.json"):
         load_model(copy, "torchscript")
-    with pytest.raises(NotFoundError, match="no export_card.json"):
+    with pytest.raises(NotFoundError, match=r"no export_card\.json"):
         load_model(tmp_path, "torchscript")
 
 

@@ -47,7 +47,9 @@ async def chat_completions(body: ChatRequest, svc: Svc, _key: KeyId) -> Any:
     messages = [
         {
             "role": "system" if m.role == "developer" else m.role,
-            "content": m.content if isinstance(m.content, str) else "".join(p.text for p in m.content),
+            "content": m.content
+            if isinstance(m.content, str)
+            else "".join(p.text for p in m.content),
         }
         for m in body.messages
     ]
@@ -58,9 +60,7 @@ async def chat_completions(body: ChatRequest, svc: Svc, _key: KeyId) -> Any:
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         ids = tok(text)["input_ids"]
     wanted = body.max_completion_tokens or body.max_tokens
-    return await _respond(
-        svc, slot, ids, body, wanted or svc.settings.max_tokens_limit, chat=True
-    )
+    return await _respond(svc, slot, ids, body, wanted or svc.settings.max_tokens_limit, chat=True)
 
 
 def _generation_slot(svc: Service, requested: str) -> Slot:
@@ -90,13 +90,17 @@ def _sampling(svc: Service, slot: Slot, ids: list[int], body: Any, max_tokens: i
     return Sampling(max_tokens, body.temperature, body.top_p, stop, body.seed)
 
 
-async def _respond(svc: Service, slot: Slot, ids: list[int], body: Any, max_tokens: int, chat: bool) -> Any:
+async def _respond(
+    svc: Service, slot: Slot, ids: list[int], body: Any, max_tokens: int, chat: bool
+) -> Any:
     sampling = _sampling(svc, slot, ids, body, max_tokens)
     assert slot.generator is not None
     try:
         slot.generator.admit()
     except Busy as exc:
-        raise ApiError(429, f"server busy: {exc}", "busy", kind="server_error", headers=RETRY) from None
+        raise ApiError(
+            429, f"server busy: {exc}", "busy", kind="server_error", headers=RETRY
+        ) from None
     model = slot.model
     svc.metrics.tokens.labels(model.version, "prompt").inc(len(ids))
     head = {
@@ -115,11 +119,19 @@ async def _respond(svc: Service, slot: Slot, ids: list[int], body: Any, max_toke
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 async def _collect(
-    head: dict[str, Any], deltas: AsyncIterator[Delta], chat: bool, prompt: int, headers: dict[str, str]
+    head: dict[str, Any],
+    deltas: AsyncIterator[Delta],
+    chat: bool,
+    prompt: int,
+    headers: dict[str, str],
 ) -> JSONResponse:
     parts, last = [], Delta("")
     async for delta in deltas:
@@ -151,14 +163,16 @@ async def _events(
         return f"data: {json.dumps({**head, 'object': obj, 'choices': choices, **extra})}\n\n"
 
     if chat:
-        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        yield event(
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+        )
     completion = 0
     async for delta in deltas:
         completion = delta.completion_tokens
         if delta.text or delta.finish_reason:
             body: dict[str, Any] = {"content": delta.text} if delta.text else {}
-            choice = {"index": 0, "finish_reason": delta.finish_reason, "logprobs": None}
-            choice.update({"delta": body} if chat else {"text": delta.text})
+            choice: dict[str, Any] = {"index": 0, "finish_reason": delta.finish_reason}
+            choice.update({"delta": body} if chat else {"text": delta.text, "logprobs": None})
             yield event([choice])
     if usage:
         yield event([], usage=_usage(prompt, completion))

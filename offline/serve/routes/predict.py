@@ -21,7 +21,9 @@ router = APIRouter()
         503: {"description": "queue full; retry after Retry-After seconds"},
     },
 )
-async def predict(body: PredictRequest, svc: Svc, _key: KeyId, response: Response) -> PredictResponse:
+async def predict(
+    body: PredictRequest, svc: Svc, _key: KeyId, response: Response
+) -> PredictResponse:
     """Classify each text with a sequence-classification model."""
     import numpy as np
 
@@ -43,7 +45,9 @@ async def predict(body: PredictRequest, svc: Svc, _key: KeyId, response: Respons
     try:
         logits = await slot.batcher.submit(model.pad(enc))
     except Busy as exc:
-        raise ApiError(503, f"server busy: {exc}", "busy", kind="server_error", headers=RETRY) from None
+        raise ApiError(
+            503, f"server busy: {exc}", "busy", kind="server_error", headers=RETRY
+        ) from None
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     response.headers["X-Model-Version"] = model.version
@@ -53,7 +57,9 @@ async def predict(body: PredictRequest, svc: Svc, _key: KeyId, response: Respons
         predictions=[
             Prediction(
                 label=model.labels[int(row.argmax())],
-                scores={label: round(float(p), 6) for label, p in zip(model.labels, row, strict=True)},
+                scores={
+                    label: round(float(p), 6) for label, p in zip(model.labels, row, strict=True)
+                },
             )
             for row in probs
         ],
