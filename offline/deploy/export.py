@@ -5,12 +5,14 @@ padded with the tokenizer's pad token), returning the logits: per token for a ca
 sequence for a classifier. Each is written, loaded back from disk and compared with the fp32
 eager model on a held-out sample (the deployment gate) before the export counts as done.
 
-Mixture-of-experts models are exported with transformers' ``batched_mm`` experts, whose shapes
-do not depend on the routing, so a trace or an exported graph stays correct for every input.
+Mixture-of-experts layers are captured with transformers' ``batched_mm`` experts, whose shapes
+do not depend on the routing, so a trace or an exported graph stays correct for every input;
+the eager model runs the faster ``grouped_mm`` (``experts_implementation``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +20,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,32 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _has_experts(config: Any) -> bool:
+    return bool(getattr(config, "n_routed_experts", None) or getattr(config, "num_experts", None))
+
+
+@contextlib.contextmanager
+def experts_implementation(model: Any, name: str) -> Iterator[None]:
+    """Mixture-of-experts layers computed by transformers' ``name`` experts for a while.
+
+    The eager model runs ``grouped_mm`` (tokens sorted by expert, one matmul per expert): fast,
+    and it batches well. On CPU that is a custom operator of transformers', which a TorchScript
+    or pt2 file would then need at load time, and TVM cannot import; the artifacts are captured
+    with ``batched_mm`` (each token's expert weights gathered), which is plain aten. Neither
+    has shapes that depend on the routing, so a trace is right for every input.
+    """
+    inner = model.inner
+    if not _has_experts(inner.config):
+        yield
+        return
+    before = inner.config._experts_implementation
+    inner.set_experts_implementation(name)
+    try:
+        yield
+    finally:
+        inner.set_experts_implementation(before)
+
+
 def load(model_dir: Path) -> Loaded:
     """The fp32 eager model behind a logits-only wrapper, and its tokenizer.
 
@@ -110,8 +138,8 @@ def load(model_dir: Path) -> Loaded:
         "dtype": torch.float32,
         "use_safetensors": True,
     }
-    if getattr(config, "n_routed_experts", None) or getattr(config, "num_experts", None):
-        kwargs["experts_implementation"] = "batched_mm"
+    if _has_experts(config):
+        kwargs["experts_implementation"] = "grouped_mm"
     model = auto.from_pretrained(model_dir, **kwargs).eval()
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     if tok.pad_token is None:
@@ -505,15 +533,16 @@ def export(
     for batch in (1, 8):
         eager.latency_ms.update(latency(loaded.model, seq_len, vocab, batch, latency_runs))
     for fmt in formats:
-        if fmt == "torchscript":
-            path = export_torchscript(loaded, example, quantize, tmp)
-            runner: Callable[[Any], Any] | None = load_torchscript(path)
-        elif fmt == "pt2":
-            path = export_pt2(loaded, example, quantize, tmp)
-            runner = load_pt2(path)
-        else:
-            path = export_tvm(loaded, example, quantize, target, tmp, cpu)
-            runner = load_tvm(path) if target == "x86_64" else None
+        with experts_implementation(loaded.model, "batched_mm"):
+            if fmt == "torchscript":
+                path = export_torchscript(loaded, example, quantize, tmp)
+                runner: Callable[[Any], Any] | None = load_torchscript(path)
+            elif fmt == "pt2":
+                path = export_pt2(loaded, example, quantize, tmp)
+                runner = load_pt2(path)
+            else:
+                path = export_tvm(loaded, example, quantize, target, tmp, cpu)
+                runner = load_tvm(path) if target == "x86_64" else None
         art = Artifact(fmt, quantize, target, path.name, path.stat().st_size)
         if fmt == "tvm":
             art.cpu = tvm_target(target, cpu).get("mcpu", "generic")
