@@ -60,37 +60,59 @@ def _export(root: Path, backend: str) -> Path:
 
 
 async def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
-    import httpx
+    """``clients`` keep-alive connections, each sending its next request when the last is
+    answered. Raw HTTP/1.1 over asyncio streams: the load generator shares the machine with
+    the server, so it must cost as little CPU as possible (an httpx client costs more per
+    request than the server does)."""
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(url)
+    body = json.dumps({"texts": [TEXT]}).encode()
+    request = (
+        f"POST /predict HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
 
-    async def client(c: httpx.AsyncClient) -> None:
+    async def client() -> None:
         nonlocal errors
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            r = await c.post("/predict", json={"texts": [TEXT]})
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
             latencies.append(time.perf_counter() - t)
-            errors += r.status_code != 200
+            errors += not head.startswith(b"HTTP/1.1 200")
+        writer.close()
 
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as c:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(c) for _ in range(clients)))
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
     return {"requests": len(latencies), "seconds": elapsed, "errors": errors, "lat": latencies}
 
 
 def _sequential(url: str, n: int) -> list[float]:
-    import httpx
+    """One client, one request at a time, on a kept-alive connection (http.client: the
+    lightest client, so that the figure is the server's)."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    body = json.dumps({"texts": [TEXT]})
     out = []
-    with httpx.Client(base_url=url, timeout=60) as c:
-        for _ in range(n):
-            t = time.perf_counter()
-            c.post("/predict", json={"texts": [TEXT]}).raise_for_status()
-            out.append(time.perf_counter() - t)
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.request("POST", "/predict", body, {"content-type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        out.append(time.perf_counter() - t)
+        assert response.status == 200, response.status
+    conn.close()
     return out
 
 

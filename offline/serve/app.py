@@ -167,6 +167,10 @@ def serve(settings: ServeSettings) -> None:
     """Load and verify the models, then run uvicorn until interrupted."""
     import uvicorn
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     models = load_models(settings)
     if settings.api_keys is None:
         log.warning("no --api-keys: every local process can call this server")
@@ -178,4 +182,5 @@ def serve(settings: ServeSettings) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
         log_level="info",
+        access_log=False,  # the audit log records every request (--audit-log)
     )
