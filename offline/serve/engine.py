@@ -44,15 +44,16 @@ class Runner:
 
 @dataclass
 class _Pending:
-    rows: Any  # (n, seq_len) int64
+    rows: list[str]  # texts
     future: asyncio.Future[Any]
     queued: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
-    """Gathers concurrent ``/predict`` rows into one forward pass: a batch closes when it has
-    ``max_batch`` rows or the first request has waited ``max_wait_s``; while a batch runs,
-    the next one fills up."""
+    """Gathers concurrent ``/predict`` texts into one forward pass: a batch closes when it has
+    ``max_batch`` texts or the first request has waited ``max_wait_s``; while a batch runs,
+    the next one fills up. The batch is tokenized, run and turned into probabilities on the
+    model thread, so the event loop only moves requests."""
 
     def __init__(
         self,
@@ -77,8 +78,9 @@ class MicroBatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def submit(self, rows: Any) -> Any:
-        """Logits for ``rows``, computed in whatever batch they land in."""
+    async def submit(self, rows: list[str]) -> Any:
+        """Class probabilities for the texts ``rows``, computed in whatever batch they land
+        in."""
         pending = _Pending(rows, asyncio.get_running_loop().create_future())
         try:
             self.queue.put_nowait(pending)
@@ -107,15 +109,13 @@ class MicroBatcher:
         return batch
 
     async def _loop(self) -> None:
-        import numpy as np
-
         while True:
             batch = await self._next_batch()
             self.metrics.queue_depth.labels(self.model.version).set(self.queue.qsize())
-            ids = np.concatenate([p.rows for p in batch])
-            self.metrics.batch_size.labels(self.model.version).observe(len(ids))
+            texts = [text for p in batch for text in p.rows]
+            self.metrics.batch_size.labels(self.model.version).observe(len(texts))
             try:
-                logits = await self.runner.call(self._forward, ids)
+                probs = await self.runner.call(self._classify, texts)
             except Exception as exc:  # every caller gets the failure, the loop goes on
                 for p in batch:
                     if not p.future.done():
@@ -124,17 +124,23 @@ class MicroBatcher:
             start = 0
             for p in batch:
                 if not p.future.done():  # a client that went away
-                    p.future.set_result(logits[start : start + len(p.rows)])
+                    p.future.set_result(probs[start : start + len(p.rows)])
                 start += len(p.rows)
 
-    def _forward(self, ids: Any) -> Any:
+    def _classify(self, texts: list[str]) -> Any:
         import numpy as np
 
-        parts = [
-            self.model.forward(ids[i : i + self.max_batch])
-            for i in range(0, len(ids), self.max_batch)
-        ]
-        return np.concatenate(parts)
+        model = self.model
+        ids = model.tokenizer(texts, truncation=True, max_length=model.seq_len)["input_ids"]
+        padded = model.pad(ids)
+        logits = np.concatenate(
+            [
+                model.forward(padded[i : i + self.max_batch])
+                for i in range(0, len(padded), self.max_batch)
+            ]
+        )
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return probs / probs.sum(axis=1, keepdims=True)
 
 
 # -- generation --------------------------------------------------------------------------------

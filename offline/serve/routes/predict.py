@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from offline.serve.engine import Busy
-from offline.serve.schemas import Prediction, PredictRequest, PredictResponse
+from offline.serve.schemas import PredictRequest, PredictResponse
 from offline.serve.service import RETRY, ApiError, KeyId, Svc, limit_error
 
 router = APIRouter()
@@ -14,6 +15,7 @@ router = APIRouter()
 @router.post(
     "/predict",
     tags=["classification"],
+    response_model=PredictResponse,
     responses={
         401: {"description": "no valid API key"},
         404: {"description": "unknown model"},
@@ -21,9 +23,7 @@ router = APIRouter()
         503: {"description": "queue full; retry after Retry-After seconds"},
     },
 )
-async def predict(
-    body: PredictRequest, svc: Svc, _key: KeyId, response: Response
-) -> PredictResponse:
+async def predict(body: PredictRequest, svc: Svc, _key: KeyId) -> JSONResponse:
     """Classify each text with a sequence-classification model."""
     import numpy as np
 
@@ -41,26 +41,23 @@ async def predict(
         raise ApiError(
             400, f"{model.id} is a {model.kind} model: use /v1/completions", "wrong_model_kind"
         )
-    enc = model.tokenizer(body.texts, truncation=True, max_length=model.seq_len)["input_ids"]
     try:
-        logits = await slot.batcher.submit(model.pad(enc))
+        probs = await slot.batcher.submit(body.texts)
     except Busy as exc:
         raise ApiError(
             503, f"server busy: {exc}", "busy", kind="server_error", headers=RETRY
         ) from None
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    response.headers["X-Model-Version"] = model.version
-    return PredictResponse(
-        model=model.id,
-        model_version=model.version,
-        predictions=[
-            Prediction(
-                label=model.labels[int(row.argmax())],
-                scores={
-                    label: round(float(p), 6) for label, p in zip(model.labels, row, strict=True)
-                },
-            )
+    labels = model.labels
+    # built here, not validated again: /predict is the hot path (the schema documents it)
+    content = {
+        "model": model.id,
+        "model_version": model.version,
+        "predictions": [
+            {
+                "label": labels[int(row.argmax())],
+                "scores": dict(zip(labels, np.round(row, 6).tolist(), strict=True)),
+            }
             for row in probs
         ],
-    )
+    }
+    return JSONResponse(content, headers={"X-Model-Version": model.version})
