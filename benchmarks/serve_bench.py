@@ -11,7 +11,7 @@ not; the load alternates between them round by round so that both see the same m
 The overhead compares one client's sequential ``/predict`` requests with tokenize + forward
 called in this process, also alternated.
 
-Run: ``.venv/bin/python benchmarks/serve_bench.py [--model DIR] [--backend torchscript]
+Run: ``.venv/bin/python benchmarks/serve_bench.py [--model DIR] [--backend eager]
 [--rounds 3] [--seconds 5] [--json]``. It reports, it does not assert.
 """
 
@@ -139,7 +139,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="an export directory (default: export one)")
-    parser.add_argument("--backend", default="torchscript")
+    parser.add_argument("--backend", default="eager")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per round and server")

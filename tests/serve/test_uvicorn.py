@@ -142,3 +142,28 @@ def test_schemathesis_finds_no_server_errors(exports: Exports, tmp_path: Path) -
     # every operation was exercised, and the fuzzer got past validation on the main route
     assert {"POST /predict", "POST /v1/completions", "GET /metrics"} <= set(statuses)
     assert 200 in statuses["POST /predict"] and 422 in statuses["POST /predict"]
+
+
+def test_a_full_queue_answers_busy_with_retry_after(
+    exports: Exports, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFLINE_SERVE_MAX_QUEUE", "1")
+    monkeypatch.setenv("OFFLINE_SERVE_MAX_CONCURRENT_GENERATIONS", "1")
+
+    async def burst(url: str, path: str, body: dict[str, object]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            return await asyncio.gather(*(c.post(path, json=body) for _ in range(24)))
+
+    for model, path, body, busy in (
+        (exports.cls, "/predict", {"texts": ["where is my parcel"] * 8}, 503),
+        (exports.lm, "/v1/completions", {"prompt": "hello", "max_tokens": 8}, 429),
+    ):
+        args = ["--model", str(model), "--backend", "torchscript", "--max-batch", "1"]
+        with running(*args, cwd=exports.root, log=tmp_path / f"{busy}.log") as server:
+            answers = asyncio.run(burst(server.url, path, body))
+        statuses = [r.status_code for r in answers]
+        assert set(statuses) == {200, busy}, statuses
+        refused = next(r for r in answers if r.status_code == busy)
+        assert (
+            refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]["message"]
+        )
