@@ -1,0 +1,451 @@
+"""``make demo``'s isolated phase: install a bundle, check the host, run the whole pipeline and
+serve the result, inside a network namespace whose every attempt to leave is counted.
+
+The namespace (:class:`AirGap`) has loopback and one dummy interface that holds the default
+routes and a resolver address, so that anything that tries to reach out (a DNS lookup, a
+telemetry ping, a download) sends a real packet instead of failing before it. An nft chain on
+output, ahead of everything else, counts each packet that is not on loopback, records its
+destination and rejects it. The demo fails when that count is not 0. ``deepseek-doctor``'s
+network group probes the internet on purpose to prove it unreachable: its packets are counted
+apart (it runs alone, and the counter is read before and after it).
+
+Without root (no namespace), the phase runs in place and says loudly that the air-gap proof
+was skipped.
+
+    python -m offline.demo --bundle dist/bundle --pubkey keys/bundle-signing.pub.pem \\
+        --prefix dist/demo-host
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NETNS = "deepseek-demo"
+RESOLVER = "198.18.0.53"  # benchmark-testing range: never a real resolver
+RULES = """\
+table inet airgap {
+    set dst4 { type ipv4_addr . inet_service; flags dynamic; size 4096; }
+    set dst6 { type ipv6_addr . inet_service; flags dynamic; size 4096; }
+    set other4 { type ipv4_addr; flags dynamic; size 4096; }
+    set other6 { type ipv6_addr; flags dynamic; size 4096; }
+    counter egress { }
+    chain output {
+        type filter hook output priority -300; policy accept;
+        oifname "lo" accept
+        counter name egress
+        meta l4proto { tcp, udp } ip daddr . th dport add @dst4 { ip daddr . th dport }
+        meta l4proto { tcp, udp } ip6 daddr . th dport add @dst6 { ip6 daddr . th dport }
+        meta l4proto != { tcp, udp } add @other4 { ip daddr }
+        meta l4proto != { tcp, udp } add @other6 { ip6 daddr }
+        meta l4proto tcp reject with tcp reset
+        reject
+    }
+}
+"""
+
+
+def _run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), text=True, capture_output=True, check=True, **kwargs)
+
+
+class AirGap:
+    """A network namespace with no way out, where every attempt to get out is counted."""
+
+    def __init__(self, name: str = NETNS) -> None:
+        self.name = name
+        self.etc = Path("/etc/netns") / name
+
+    @staticmethod
+    def possible() -> bool:
+        return os.geteuid() == 0 and all(shutil.which(t) for t in ("ip", "nft"))
+
+    def __enter__(self) -> AirGap:
+        self.close()  # a namespace left by a killed run
+        ip = ["ip", "-n", self.name]
+        _run(["ip", "netns", "add", self.name])
+        _run([*ip, "link", "set", "lo", "up"])
+        _run([*ip, "link", "add", "out0", "type", "dummy"])
+        _run([*ip, "addr", "add", "198.18.0.2/24", "dev", "out0"])
+        _run([*ip, "-6", "addr", "add", "2001:db8::2/64", "dev", "out0", "nodad"])
+        _run([*ip, "link", "set", "out0", "up"])
+        _run([*ip, "route", "add", "default", "dev", "out0"])
+        _run([*ip, "-6", "route", "add", "default", "dev", "out0"])
+        self.etc.mkdir(parents=True, exist_ok=True)
+        (self.etc / "resolv.conf").write_text(f"nameserver {RESOLVER}\n")
+        _run(["ip", "netns", "exec", self.name, "nft", "-f", "-"], input=RULES)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        shutil.rmtree(self.etc, ignore_errors=True)
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def packets(self) -> int:
+        out = _run(self.wrap(["nft", "-j", "list", "counter", "inet", "airgap", "egress"]))
+        items = json.loads(out.stdout)["nftables"]
+        return int(next(i["counter"]["packets"] for i in items if "counter" in i))
+
+    def destinations(self) -> list[str]:
+        found = []
+        for name in ("dst4", "dst6", "other4", "other6"):
+            out = _run(self.wrap(["nft", "-j", "list", "set", "inet", "airgap", name]))
+            for item in json.loads(out.stdout)["nftables"]:
+                for elem in item.get("set", {}).get("elem", []):
+                    value = (
+                        elem.get("elem", {}).get("val", elem) if isinstance(elem, dict) else elem
+                    )
+                    if isinstance(value, dict) and "concat" in value:
+                        found.append(":".join(str(v) for v in value["concat"]))
+                    else:
+                        found.append(str(value))
+        return found
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    summary: str = ""
+
+
+@dataclass
+class Demo:
+    bundle: Path
+    pubkey: Path
+    prefix: Path
+    python: str
+    rows: int
+    port: int
+    gap: AirGap | None
+    stages: list[Stage] = field(default_factory=list)
+    doctor_packets: int = 0
+    doctor_destinations: list[str] = field(default_factory=list)
+
+    @property
+    def bin(self) -> Path:
+        return self.prefix.resolve() / "envs/toolkit/bin"
+
+    @property
+    def ws(self) -> Path:
+        return self.prefix.resolve() / "workspace"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+
+    def sh(
+        self, name: str, argv: Sequence[str], cwd: Path | None = None, timeout: float = 1800
+    ) -> str:
+        """Run ``argv`` on the isolated side; a failure stops the demo with its output."""
+        cmd = self.gap.wrap(argv) if self.gap else list(argv)
+        proc = subprocess.run(
+            cmd, cwd=cwd, env=self.env(), text=True, capture_output=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-6000:])
+            raise SystemExit(f"demo: {name} failed (exit {proc.returncode}): {' '.join(argv)}")
+        return proc.stdout
+
+    def stage(self, name: str, steps: Sequence[Sequence[str]], cwd: Path | None = None) -> str:
+        start = time.perf_counter()
+        out = "".join(self.sh(name, step, cwd) for step in steps)
+        self.stages.append(Stage(name, time.perf_counter() - start))
+        print(f"demo: {name} done in {self.stages[-1].seconds:.1f} s", flush=True)
+        return out
+
+
+CLIENT = r"""
+import json, sys, time
+import httpx
+cls_url, lm_url, key = sys.argv[1], sys.argv[2], sys.argv[3]
+auth = {"Authorization": f"Bearer {key}"}
+deadline = time.monotonic() + 300
+for url in (cls_url, lm_url):
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit(f"{url} not ready")
+        time.sleep(0.5)
+texts = ["My Pro annual plan renewed and I was charged twice without any notice.",
+         "The parcel was promised for Monday and it is still in transit."]
+t = time.perf_counter()
+p = httpx.post(f"{cls_url}/predict", json={"texts": texts}, headers=auth, timeout=60)
+predict_ms = (time.perf_counter() - t) * 1000
+p.raise_for_status()
+chat = {"model": "trained-int8", "max_tokens": 24, "temperature": 0,
+        "messages": [{"role": "user", "content": "My parcel has not arrived yet."}]}
+t = time.perf_counter()
+c = httpx.post(f"{lm_url}/v1/chat/completions", json=chat, headers=auth, timeout=120)
+chat_ms = (time.perf_counter() - t) * 1000
+c.raise_for_status()
+denied = httpx.post(f"{cls_url}/predict", json={"texts": texts}, timeout=60).status_code
+print(json.dumps({
+    "predict": [[x, y["label"], max(y["scores"].values())]
+                for x, y in zip(texts, p.json()["predictions"])],
+    "predict_ms": round(predict_ms, 1),
+    "chat": c.json()["choices"][0]["message"]["content"],
+    "chat_usage": c.json()["usage"],
+    "chat_ms": round(chat_ms, 1),
+    "without_key": denied,
+}))
+"""
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def run(demo: Demo, repo: Path) -> dict[str, Any]:
+    """Every stage of the isolated phase, in order; the figures for the summary."""
+    bundle, ws = demo.bundle.resolve(), demo.ws
+    demo.stage(
+        "install",
+        [
+            ["bash", str(repo / "scripts/install-offline.sh"), str(bundle), "--pubkey",
+             str(demo.pubkey.resolve()), "--prefix", str(demo.prefix.resolve()), "--python",
+             demo.python, "--no-doctor"],
+            [str(demo.bin / "offline"), "bundle", "verify", str(demo.prefix.resolve() / "bundle"),
+             "--pubkey", str(demo.prefix.resolve() / "etc/trusted.pub.pem")],
+        ],
+        cwd=repo,
+    )  # fmt: skip
+    figures: dict[str, Any] = {"doctor": _doctor(demo)}
+    offline = str(demo.bin / "offline")
+    sample = [offline, "data", "sample", "--out", "data/raw"]
+    if demo.rows:
+        sample += ["--rows", str(demo.rows)]
+    demo.stage("init", [[offline, "init", str(ws)]])
+    demo.stage("sample", [sample], cwd=ws)
+    demo.stage("validate+clean", [["dvc", "repro", "clean"]], cwd=ws)
+    lsport = str(demo.port + 2)
+    try:
+        demo.stage(
+            "label",
+            [
+                [offline, "label", "server", "start", "--port", lsport, "--timeout", "600"],
+                [offline, "label", "push", "--template", "classification", "--dataset",
+                 "tickets", "--rules"],
+                [offline, "label", "accept-predictions"],
+                ["dvc", "repro", "label"],
+            ],
+            cwd=ws,
+        )  # fmt: skip
+    finally:
+        demo.sh("label server stop", [offline, "label", "server", "stop"], cwd=ws)
+    for name, stages in (
+        ("split", ["split", "init_model"]),
+        ("train (SFT)", ["train"]),
+        ("train (classifier)", ["train_classifier"]),
+        ("export", ["export"]),
+    ):
+        demo.stage(name, [["dvc", "repro", *stages]], cwd=ws)
+    demo.stage("dvc push", [["dvc", "repro"], ["dvc", "push"]], cwd=ws)
+    figures["serve"] = _serve(demo)
+    return figures
+
+
+def _doctor(demo: Demo) -> dict[str, Any]:
+    """The doctor's network group, alone, with its deliberate probe packets counted apart."""
+    before = demo.gap.packets() if demo.gap else 0
+    start = time.perf_counter()
+    argv = [str(demo.bin / "deepseek-doctor"), "--bundle", str(demo.prefix.resolve() / "bundle"),
+            "--only", "network", "--json"]  # fmt: skip
+    cmd = demo.gap.wrap(argv) if demo.gap else argv
+    proc = subprocess.run(cmd, env=demo.env(), text=True, capture_output=True, timeout=300)
+    report = json.loads(proc.stdout or "{}")
+    summary = report.get("summary", {})
+    demo.stages.append(Stage("doctor (network)", time.perf_counter() - start))
+    if demo.gap:
+        demo.doctor_packets = demo.gap.packets() - before
+        demo.doctor_destinations = demo.gap.destinations()
+    if summary.get("fail", 1) or summary.get("error", 0):
+        sys.stderr.write(proc.stdout[-6000:] + proc.stderr[-2000:])
+        raise SystemExit("demo: deepseek-doctor's network group did not pass")
+    print(f"demo: doctor (network) {summary}", flush=True)
+    return dict(summary)
+
+
+def _serve(demo: Demo) -> dict[str, Any]:
+    """Both int8 exports served (TVM), a few real requests from inside the namespace."""
+    offline = str(demo.bin / "offline")
+    keys = demo.ws / "serve-keys"
+    keys.unlink(missing_ok=True)
+    key = demo.sh("serve-key", [offline, "serve-key", "add", "--keys", str(keys), "--id", "demo"])
+    start = time.perf_counter()
+    servers = []
+    cls_port, lm_port = demo.port, demo.port + 1
+    for model, port in (("classifier-int8", cls_port), ("trained-int8", lm_port)):
+        argv = [
+            offline, "serve", "--model", str(demo.ws / "models/export" / model),
+            "--port", str(port), "--api-keys", str(keys),
+            "--audit-log", str(demo.ws / "audit.jsonl"),
+        ]  # fmt: skip
+        log = (demo.ws / f"serve-{model}.log").open("w")
+        cmd = demo.gap.wrap(argv) if demo.gap else argv
+        servers.append(subprocess.Popen(cmd, env=demo.env(), stdout=log, stderr=subprocess.STDOUT))
+    try:
+        out = demo.sh(
+            "serve",
+            [str(demo.bin / "python"), "-c", CLIENT, f"http://127.0.0.1:{cls_port}",
+             f"http://127.0.0.1:{lm_port}", key.strip()],
+        )  # fmt: skip
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(30)
+    demo.stages.append(Stage("serve", time.perf_counter() - start))
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
+    """One line of key figures per stage, from the files the stages wrote."""
+    lines: dict[str, str] = {}
+    clean = _json(ws / "metrics/clean.json")
+    if clean:
+        lines["validate+clean"] = ", ".join(
+            f"{k} {v}" for k, v in clean.items() if isinstance(v, int | float)
+        )[:160]
+    label = _json(ws / "metrics/label.json")
+    if label:
+        tickets = label.get("classification", {})
+        lines["label"] = (
+            f"{tickets.get('annotations', 0)} ticket labels from Label Studio"
+            " (rule-based pre-annotations accepted as labels: no person looked)"
+        )
+    split = _json(ws / "metrics/split.json")
+    if split:
+        lines["split"] = json.dumps(split.get("counts", split))[:160]
+    for stage, name in (("train (SFT)", "train"), ("train (classifier)", "train_classifier")):
+        m = _json(ws / f"metrics/{name}.json")
+        if m:
+            keys = ("steps", "loss", "eval_loss", "accuracy", "eval_accuracy", "tokens_per_s")
+            lines[stage] = ", ".join(
+                f"{k} {m[k]:.4g}" for k in keys if isinstance(m.get(k), float | int)
+            )
+    export = []
+    for model in ("classifier", "trained"):
+        card = _json(ws / f"models/export/{model}-int8/export_card.json")
+        for art in card.get("artifacts", []):
+            if art["format"] == "tvm":
+                par, lat = art["parity"], art["latency_ms"]
+                export.append(
+                    f"{model} TVM int8 {art['bytes'] / 1e6:.2f} MB, b1 p50 {lat.get('b1_p50')} ms,"
+                    f" top-1 {par.get('top1_agreement', 0):.1%}, gate {art['gate']}"
+                )
+    if export:
+        lines["export"] = "; ".join(export)
+    doctor = figures.get("doctor", {})
+    lines["doctor (network)"] = ", ".join(f"{k} {v}" for k, v in doctor.items())
+    serve = figures.get("serve", {})
+    if serve:
+        first = serve["predict"][0]
+        lines["serve"] = (
+            f"/predict {first[1]!r} ({first[2]:.0%}) in {serve['predict_ms']} ms;"
+            f" chat {serve['chat']!r} in {serve['chat_ms']} ms;"
+            f" without a key: {serve['without_key']}"
+        )
+    return lines
+
+
+def summary(demo: Demo, figures: dict[str, Any], total: float, packets: int | None) -> str:
+    lines = _figures(demo.ws, figures)
+    where = "in a network namespace with no way out" if demo.gap else "IN PLACE (no namespace)"
+    out = [f"deepseek-offline demo: the isolated phase, {where}", ""]
+    out.append(f"  {'stage':<20} {'seconds':>8}  figures")
+    for stage in demo.stages:
+        out.append(f"  {stage.name:<20} {stage.seconds:>8.1f}  {lines.get(stage.name, '')}")
+    out.append("")
+    out.append(f"  total {total / 60:.1f} min (goal: 15 min on 2 CPUs after the first install)")
+    out.append(f"  artifacts: {demo.ws / 'models/export'} (edge packages: *-aarch64/*.tar)")
+    if packets is None:
+        out.append(
+            "  AIR-GAP PROOF SKIPPED: not root, so no network namespace; nothing was counted"
+        )
+    else:
+        out.append(
+            f"  air-gap: {packets} packets tried to leave the isolated namespace"
+            f" (deepseek-doctor's {demo.doctor_packets} deliberate probe packets counted apart,"
+            " all rejected)"
+        )
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", type=Path, default=Path("dist/bundle"))
+    parser.add_argument("--pubkey", type=Path, default=Path("keys/bundle-signing.pub.pem"))
+    parser.add_argument("--prefix", type=Path, default=Path("dist/demo-host"))
+    parser.add_argument("--python", default="python3.11")
+    parser.add_argument("--rows", type=int, default=0, help="sample rows (default: the sample's)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parents[1]
+    shutil.rmtree(args.prefix, ignore_errors=True)
+    gap = AirGap() if AirGap.possible() else None
+    if gap is None:
+        print(
+            "demo: WARNING: cannot create a network namespace (needs root, ip and nft):"
+            " running the isolated phase IN PLACE; the air-gap proof is SKIPPED",
+            file=sys.stderr,
+        )
+    start = time.perf_counter()
+    demo = Demo(args.bundle, args.pubkey, args.prefix, args.python, args.rows, args.port, gap)
+    if gap:
+        gap.__enter__()
+    try:
+        figures = run(demo, repo)
+        packets = gap.packets() - demo.doctor_packets if gap else None
+        seen = gap.destinations() if gap else []
+        destinations = [d for d in seen if d not in demo.doctor_destinations]
+    finally:
+        if gap:
+            gap.close()
+    total = time.perf_counter() - start
+    print(summary(demo, figures, total, packets))
+    if args.json:
+        record = {
+            "stages": [s.__dict__ for s in demo.stages],
+            "figures": figures,
+            "airgap_packets": packets,
+            "doctor_probe_packets": demo.doctor_packets,
+            "destinations": destinations,
+            "total_seconds": total,
+        }
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    if packets:
+        print(f"demo: FAILED: egress attempts to {', '.join(destinations)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
