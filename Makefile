@@ -60,22 +60,14 @@ bench: install
 	@if [ -f $(DEMO_PREFIX)/bundle/manifest.json ]; then $(BIN)/python benchmarks/doctor_bench.py \
 	    --bundle $(DEMO_PREFIX)/bundle; else echo "doctor bench: run make demo first (it installs the host)"; fi
 
-# The isolated side of the demo: install the bundle into a fresh prefix inside a network
-# namespace with no route out (root needed for that; otherwise it says so and installs anyway).
+# The whole appliance, end to end: build and sign the default bundle (connected side), then
+# `python -m offline.demo`: install it into a fresh prefix, check the host, run the pipeline and
+# serve the result, all inside a network namespace where every packet that tries to leave is
+# counted (root needed for that; otherwise it says so and runs in place). Prints a summary.
 DEMO_PREFIX ?= dist/demo-host
 demo: bundle
-	@if unshare -n true 2>/dev/null; then iso="bash scripts/isolated.sh"; \
-	else iso=""; echo "note: cannot create a network namespace (needs root): installing without one"; fi; \
-	rm -rf $(DEMO_PREFIX); \
-	$$iso bash scripts/install-offline.sh $(BUNDLE_OUT) --pubkey $(KEY_DIR)/bundle-signing.pub.pem \
-	    --prefix $(DEMO_PREFIX) --python $(PYTHON) --no-doctor && \
-	$$iso $(DEMO_PREFIX)/envs/toolkit/bin/offline bundle verify $(DEMO_PREFIX)/bundle \
-	    --pubkey $(DEMO_PREFIX)/etc/trusted.pub.pem && \
-	$$iso $(DEMO_PREFIX)/envs/toolkit/bin/python -c \
-	    'import torch, offline; print("isolated host ready: deepseek-offline", offline.__version__, "torch", torch.__version__)' && \
-	$$iso env PATH="$(abspath $(DEMO_PREFIX))/envs/toolkit/bin:$$PATH" bash -ec ' \
-	    offline init $(DEMO_PREFIX)/workspace; cd $(DEMO_PREFIX)/workspace; \
-	    offline data sample --out data/raw; dvc repro; dvc push'
+	$(BIN)/python -m offline.demo --bundle $(BUNDLE_OUT) --pubkey $(KEY_DIR)/bundle-signing.pub.pem \
+	    --prefix $(DEMO_PREFIX) --python $(PYTHON) --json $(DEMO_PREFIX).json
 
 clean:
 	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """``make demo``'s isolated phase: install a bundle, check the host, run the whole pipeline and
 serve the result, inside a network namespace whose every attempt to leave is counted.
 
-The namespace (:class:`AirGap`) has loopback and one dummy interface that holds the default
+The namespace (:class:`AirGap`) has loopback and one interface to nowhere that holds the default
 routes and a resolver address, so that anything that tries to reach out (a DNS lookup, a
 telemetry ping, a download) sends a real packet instead of failing before it. An nft chain on
 output, ahead of everything else, counts each packet that is not on loopback, records its
@@ -42,11 +42,16 @@ table inet airgap {
     chain output {
         type filter hook output priority -300; policy accept;
         oifname "lo" accept
+        # the kernel's own link-local IPv6 housekeeping (MLD reports, router and neighbour
+        # solicitations): it cannot leave the link and no program sent it
+        ip6 daddr ff02::/16 icmpv6 type {
+            mld-listener-report, mld2-listener-report, nd-router-solicit, nd-neighbor-solicit
+        } accept
         counter name egress
-        meta l4proto { tcp, udp } ip daddr . th dport add @dst4 { ip daddr . th dport }
-        meta l4proto { tcp, udp } ip6 daddr . th dport add @dst6 { ip6 daddr . th dport }
-        meta l4proto != { tcp, udp } add @other4 { ip daddr }
-        meta l4proto != { tcp, udp } add @other6 { ip6 daddr }
+        meta nfproto ipv4 meta l4proto { tcp, udp } add @dst4 { ip daddr . th dport }
+        meta nfproto ipv6 meta l4proto { tcp, udp } add @dst6 { ip6 daddr . th dport }
+        meta nfproto ipv4 meta l4proto != { tcp, udp } add @other4 { ip daddr }
+        meta nfproto ipv6 meta l4proto != { tcp, udp } add @other6 { ip6 daddr }
         meta l4proto tcp reject with tcp reset
         reject
     }
@@ -74,7 +79,10 @@ class AirGap:
         ip = ["ip", "-n", self.name]
         _run(["ip", "netns", "add", self.name])
         _run([*ip, "link", "set", "lo", "up"])
-        _run([*ip, "link", "add", "out0", "type", "dummy"])
+        # both ends of a veth pair inside the namespace: an interface to route to, which
+        # leads nowhere (a dummy device would do, but containers often lack its module)
+        _run([*ip, "link", "add", "out0", "type", "veth", "peer", "name", "out1"])
+        _run([*ip, "link", "set", "out1", "up"])
         _run([*ip, "addr", "add", "198.18.0.2/24", "dev", "out0"])
         _run([*ip, "-6", "addr", "add", "2001:db8::2/64", "dev", "out0", "nodad"])
         _run([*ip, "link", "set", "out0", "up"])
@@ -266,7 +274,8 @@ def run(demo: Demo, repo: Path) -> dict[str, Any]:
         ("export", ["export"]),
     ):
         demo.stage(name, [["dvc", "repro", *stages]], cwd=ws)
-    demo.stage("dvc push", [["dvc", "repro"], ["dvc", "push"]], cwd=ws)
+    # (not `dvc repro` again: the label stage always re-pulls, and the server is stopped)
+    demo.stage("dvc push", [["dvc", "push"]], cwd=ws)
     figures["serve"] = _serve(demo)
     return figures
 
