@@ -19,13 +19,14 @@ was skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,11 @@ class AirGap:
         items = json.loads(out.stdout)["nftables"]
         return int(next(i["counter"]["packets"] for i in items if "counter" in i))
 
+    def forget(self) -> None:
+        """Empty the destination sets (the counter keeps counting)."""
+        for name in ("dst4", "dst6", "other4", "other6"):
+            _run(self.wrap(["nft", "flush", "set", "inet", "airgap", name]))
+
     def destinations(self) -> list[str]:
         found = []
         for name in ("dst4", "dst6", "other4", "other6"):
@@ -128,7 +134,8 @@ class AirGap:
 class Stage:
     name: str
     seconds: float
-    summary: str = ""
+    egress: int | None = None  # packets that tried to leave during the stage (None: not counted)
+    destinations: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -141,8 +148,13 @@ class Demo:
     port: int
     gap: AirGap | None
     stages: list[Stage] = field(default_factory=list)
-    doctor_packets: int = 0
-    doctor_destinations: list[str] = field(default_factory=list)
+
+    counted: int = 0  # every packet the namespace's counter saw, read at the end
+
+    def egress(self) -> tuple[int, int]:
+        """Packets that tried to leave: all but the doctor's probes, and the probes."""
+        doctor = sum(s.egress or 0 for s in self.stages if s.name == DOCTOR)
+        return self.counted - doctor, doctor
 
     @property
     def bin(self) -> Path:
@@ -174,11 +186,24 @@ class Demo:
         return proc.stdout
 
     def stage(self, name: str, steps: Sequence[Sequence[str]], cwd: Path | None = None) -> str:
+        with self.timed(name):
+            return "".join(self.sh(name, step, cwd) for step in steps)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time a stage and, in the namespace, count what tried to leave during it."""
+        before = self.gap.packets() if self.gap else 0
         start = time.perf_counter()
-        out = "".join(self.sh(name, step, cwd) for step in steps)
-        self.stages.append(Stage(name, time.perf_counter() - start))
-        print(f"demo: {name} done in {self.stages[-1].seconds:.1f} s", flush=True)
-        return out
+        try:
+            yield
+        finally:
+            stage = Stage(name, time.perf_counter() - start)
+            if self.gap:
+                stage.egress = self.gap.packets() - before
+                stage.destinations = self.gap.destinations()
+                self.gap.forget()
+            self.stages.append(stage)
+            print(f"demo: {name} done in {stage.seconds:.1f} s", flush=True)
 
 
 CLIENT = r"""
@@ -280,20 +305,17 @@ def run(demo: Demo, repo: Path) -> dict[str, Any]:
     return figures
 
 
+DOCTOR = "doctor (network)"
+
+
 def _doctor(demo: Demo) -> dict[str, Any]:
-    """The doctor's network group, alone, with its deliberate probe packets counted apart."""
-    before = demo.gap.packets() if demo.gap else 0
-    start = time.perf_counter()
+    """The doctor's network group, alone: its deliberate probes are its stage's egress."""
     argv = [str(demo.bin / "deepseek-doctor"), "--bundle", str(demo.prefix.resolve() / "bundle"),
             "--only", "network", "--json"]  # fmt: skip
     cmd = demo.gap.wrap(argv) if demo.gap else argv
-    proc = subprocess.run(cmd, env=demo.env(), text=True, capture_output=True, timeout=300)
-    report = json.loads(proc.stdout or "{}")
-    summary = report.get("summary", {})
-    demo.stages.append(Stage("doctor (network)", time.perf_counter() - start))
-    if demo.gap:
-        demo.doctor_packets = demo.gap.packets() - before
-        demo.doctor_destinations = demo.gap.destinations()
+    with demo.timed(DOCTOR):
+        proc = subprocess.run(cmd, env=demo.env(), text=True, capture_output=True, timeout=300)
+    summary = json.loads(proc.stdout or "{}").get("summary", {})
     if summary.get("fail", 1) or summary.get("error", 0):
         sys.stderr.write(proc.stdout[-6000:] + proc.stderr[-2000:])
         raise SystemExit("demo: deepseek-doctor's network group did not pass")
@@ -307,7 +329,12 @@ def _serve(demo: Demo) -> dict[str, Any]:
     keys = demo.ws / "serve-keys"
     keys.unlink(missing_ok=True)
     key = demo.sh("serve-key", [offline, "serve-key", "add", "--keys", str(keys), "--id", "demo"])
-    start = time.perf_counter()
+    with demo.timed("serve"):
+        return _serve_and_ask(demo, keys, key.strip())
+
+
+def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
+    offline = str(demo.bin / "offline")
     servers = []
     cls_port, lm_port = demo.port, demo.port + 1
     for model, port in (("classifier-int8", cls_port), ("trained-int8", lm_port)):
@@ -323,13 +350,12 @@ def _serve(demo: Demo) -> dict[str, Any]:
         out = demo.sh(
             "serve",
             [str(demo.bin / "python"), "-c", CLIENT, f"http://127.0.0.1:{cls_port}",
-             f"http://127.0.0.1:{lm_port}", key.strip()],
+             f"http://127.0.0.1:{lm_port}", key],
         )  # fmt: skip
     finally:
         for proc in servers:
             proc.terminate()
             proc.wait(30)
-    demo.stages.append(Stage("serve", time.perf_counter() - start))
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -337,17 +363,24 @@ def _serve(demo: Demo) -> dict[str, Any]:
 def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
     """One line of key figures per stage, from the files the stages wrote."""
     lines: dict[str, str] = {}
-    clean = _json(ws / "metrics/clean.json")
-    if clean:
-        lines["validate+clean"] = ", ".join(
-            f"{k} {v}" for k, v in clean.items() if isinstance(v, int | float)
-        )[:160]
+    datasets = _json(ws / "metrics/clean.json").get("datasets", {})
+    if datasets:
+        kept = sum(d.get("rows_out", 0) for d in datasets.values())
+        rejected = sum(d.get("rejected", 0) for d in datasets.values())
+        pii = sum(
+            sum(d.get("steps", {}).get("pii", {}).get("counts", {}).values())
+            for d in datasets.values()
+        )
+        lines["validate+clean"] = (
+            f"{len(datasets)} datasets: {kept} rows kept, {rejected} rejected with a reason"
+            f" (data/rejected), {pii} PII spans found and masked"
+        )
     label = _json(ws / "metrics/label.json")
     if label:
         tickets = label.get("classification", {})
         lines["label"] = (
-            f"{tickets.get('annotations', 0)} ticket labels from Label Studio"
-            " (rule-based pre-annotations accepted as labels: no person looked)"
+            f"{tickets.get('annotated_tasks', 0)} of {tickets.get('tasks', 0)} tickets labelled in"
+            " Label Studio: rule-based pre-annotations ACCEPTED AS LABELS, no person looked"
         )
     split = _json(ws / "metrics/split.json")
     if split:
@@ -355,7 +388,7 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
     for stage, name in (("train (SFT)", "train"), ("train (classifier)", "train_classifier")):
         m = _json(ws / f"metrics/{name}.json")
         if m:
-            keys = ("steps", "loss", "eval_loss", "accuracy", "eval_accuracy", "tokens_per_s")
+            keys = ("steps", "loss_first", "loss", "eval_loss", "accuracy", "tokens_per_s")
             lines[stage] = ", ".join(
                 f"{k} {m[k]:.4g}" for k in keys if isinstance(m.get(k), float | int)
             )
@@ -384,26 +417,33 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
     return lines
 
 
-def summary(demo: Demo, figures: dict[str, Any], total: float, packets: int | None) -> str:
+def summary(demo: Demo, figures: dict[str, Any], total: float) -> str:
     lines = _figures(demo.ws, figures)
     where = "in a network namespace with no way out" if demo.gap else "IN PLACE (no namespace)"
     out = [f"deepseek-offline demo: the isolated phase, {where}", ""]
-    out.append(f"  {'stage':<20} {'seconds':>8}  figures")
+    out.append(f"  {'stage':<20} {'seconds':>8} {'egress':>7}  figures")
     for stage in demo.stages:
-        out.append(f"  {stage.name:<20} {stage.seconds:>8.1f}  {lines.get(stage.name, '')}")
+        egress = "-" if stage.egress is None else str(stage.egress)
+        out.append(
+            f"  {stage.name:<20} {stage.seconds:>8.1f} {egress:>7}  {lines.get(stage.name, '')}"
+        )
     out.append("")
     out.append(f"  total {total / 60:.1f} min (goal: 15 min on 2 CPUs after the first install)")
     out.append(f"  artifacts: {demo.ws / 'models/export'} (edge packages: *-aarch64/*.tar)")
-    if packets is None:
+    if demo.gap is None:
         out.append(
             "  AIR-GAP PROOF SKIPPED: not root, so no network namespace; nothing was counted"
         )
-    else:
-        out.append(
-            f"  air-gap: {packets} packets tried to leave the isolated namespace"
-            f" (deepseek-doctor's {demo.doctor_packets} deliberate probe packets counted apart,"
-            " all rejected)"
-        )
+        return "\n".join(out)
+    leaked, probes = demo.egress()
+    out.append(
+        f"  air-gap: {leaked} packets tried to leave the isolated namespace"
+        f" (besides deepseek-doctor's {probes} deliberate probes, all rejected)"
+    )
+    for stage in demo.stages:
+        if stage.egress and stage.name != DOCTOR:
+            shown = ", ".join(stage.destinations) or "unknown"
+            out.append(f"  LEAK during {stage.name}: {stage.egress} packets to {shown}")
     return "\n".join(out)
 
 
@@ -432,26 +472,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         gap.__enter__()
     try:
         figures = run(demo, repo)
-        packets = gap.packets() - demo.doctor_packets if gap else None
-        seen = gap.destinations() if gap else []
-        destinations = [d for d in seen if d not in demo.doctor_destinations]
+        if gap:
+            demo.counted = gap.packets()
     finally:
         if gap:
             gap.close()
     total = time.perf_counter() - start
-    print(summary(demo, figures, total, packets))
+    print(summary(demo, figures, total))
+    leaked, probes = demo.egress() if gap else (None, None)
     if args.json:
         record = {
             "stages": [s.__dict__ for s in demo.stages],
             "figures": figures,
-            "airgap_packets": packets,
-            "doctor_probe_packets": demo.doctor_packets,
-            "destinations": destinations,
+            "airgap_packets": leaked,
+            "doctor_probe_packets": probes,
             "total_seconds": total,
         }
         args.json.write_text(json.dumps(record, indent=2) + "\n")
-    if packets:
-        print(f"demo: FAILED: egress attempts to {', '.join(destinations)}", file=sys.stderr)
+    if leaked:
+        print("demo: FAILED: something tried to leave the isolated host", file=sys.stderr)
         return 1
     return 0
 

@@ -311,27 +311,18 @@ def accept_predictions(workspace: Path, project: str | None = None) -> dict[str,
         raise NotFoundError(
             f"no pushed project named {missing[0]!r}", fix="see `offline label push`"
         )
-    from concurrent.futures import ThreadPoolExecutor
-
     ls = client(workspace)
     accepted: dict[str, int] = {}
-
-    def accept(task_id: int, result: list[Any]) -> None:
-        ls.annotations.create(id=task_id, result=result, lead_time=0.0)
-
-    # one request per task: four at a time keep the server busy
-    with ThreadPoolExecutor(4) as pool:
-        for title in titles:
-            jobs = []
-            for task in ls.tasks.list(project=int(reg[title]["id"]), fields="all", page_size=1000):
-                preds = task.predictions or []
-                if task.annotations or not preds:
-                    continue
-                first = preds[0] if isinstance(preds[0], dict) else preds[0].dict()
-                jobs.append(pool.submit(accept, int(task.id), first.get("result") or []))
-            for job in jobs:
-                job.result()
-            accepted[title] = len(jobs)
+    for title in titles:
+        count = 0
+        for task in ls.tasks.list(project=int(reg[title]["id"]), fields="all", page_size=1000):
+            preds = task.predictions or []
+            if task.annotations or not preds:
+                continue
+            first = preds[0] if isinstance(preds[0], dict) else preds[0].dict()
+            ls.annotations.create(id=int(task.id), result=first.get("result") or [], lead_time=0.0)
+            count += 1
+        accepted[title] = count
     return accepted
 
 
