@@ -203,7 +203,8 @@ class Demo:
                 stage.destinations = self.gap.destinations()
                 self.gap.forget()
             self.stages.append(stage)
-            print(f"demo: {name} done in {stage.seconds:.1f} s", flush=True)
+            counted = "" if stage.egress is None else f", {stage.egress} packets tried to leave"
+            print(f"demo: {name} done in {stage.seconds:.1f} s{counted}", flush=True)
 
 
 CLIENT = r"""

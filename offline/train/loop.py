@@ -210,6 +210,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, root: Path, *, resume: str = "none") -> None:
         self.cfg, self.root, self.resume = cfg, root, resume
+        self.alone = "RANK" not in os.environ  # no launcher: a world of one, set up here
         self.accelerator = _prepare_environment()
         self.rank = int(os.environ["RANK"])
         self.world = int(os.environ["WORLD_SIZE"])
@@ -298,7 +299,12 @@ class Trainer:
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self._load_data()  # bad data fails here, before any process group or model exists
-        deepspeed.init_distributed(dist_backend="gloo" if self.accelerator == "cpu" else None)
+        deepspeed.init_distributed(
+            dist_backend="gloo" if self.accelerator == "cpu" else None,
+            init_method=self._file_store() if self.alone else None,
+            rank=self.rank if self.alone else -1,
+            world_size=self.world if self.alone else -1,
+        )
         transformers.set_seed(cfg.seed)
         self.model = self._load_model(model_dir)
         self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -855,6 +861,18 @@ class Trainer:
             with contextlib.suppress(Exception):  # needs the NVML bindings
                 out["accelerator_util"] = torch.cuda.utilization()
         return out
+
+    def _file_store(self) -> str:
+        """A world of one meets through a file, not a TCP store: torch's TCP store looks up
+        the name of the address it connects to (a reverse DNS query even for 127.0.0.1 where
+        /etc/hosts lacks it), which an isolated host must not send."""
+        import atexit
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="offline-train-")
+        atexit.register(shutil.rmtree, directory, True)
+        return (Path(directory) / "store").as_uri()
 
     # -- output --------------------------------------------------------------------------
     def finish(self) -> TrainReport:
