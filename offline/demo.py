@@ -383,9 +383,11 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
             f"{tickets.get('annotated_tasks', 0)} of {tickets.get('tasks', 0)} tickets labelled in"
             " Label Studio: rule-based pre-annotations ACCEPTED AS LABELS, no person looked"
         )
-    split = _json(ws / "metrics/split.json")
+    split = _json(ws / "metrics/split.json").get("datasets", {})
     if split:
-        lines["split"] = json.dumps(split.get("counts", split))[:160]
+        lines["split"] = "train/validation/test: " + ", ".join(
+            f"{name} {'/'.join(str(n) for n in sides.values())}" for name, sides in split.items()
+        )
     for stage, name in (("train (SFT)", "train"), ("train (classifier)", "train_classifier")):
         m = _json(ws / f"metrics/{name}.json")
         if m:
@@ -430,7 +432,8 @@ def summary(demo: Demo, figures: dict[str, Any], total: float) -> str:
         )
     out.append("")
     out.append(f"  total {total / 60:.1f} min (goal: 15 min on 2 CPUs after the first install)")
-    out.append(f"  artifacts: {demo.ws / 'models/export'} (edge packages: *-aarch64/*.tar)")
+    exports = os.path.relpath(demo.ws / "models/export")
+    out.append(f"  artifacts: {exports} (edge packages: *-aarch64/*.tar)")
     if demo.gap is None:
         out.append(
             "  AIR-GAP PROOF SKIPPED: not root, so no network namespace; nothing was counted"
