@@ -383,11 +383,17 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
             f"{tickets.get('annotated_tasks', 0)} of {tickets.get('tasks', 0)} tickets labelled in"
             " Label Studio: rule-based pre-annotations ACCEPTED AS LABELS, no person looked"
         )
-    split = _json(ws / "metrics/split.json").get("datasets", {})
+    split_metrics = _json(ws / "metrics/split.json")
+    split = split_metrics.get("datasets", {})
     if split:
+        studio = split_metrics.get("labelstudio_labels", {})
         lines["split"] = "train/validation/test: " + ", ".join(
             f"{name} {'/'.join(str(n) for n in sides.values())}" for name, sides in split.items()
         )
+        if studio:
+            lines["split"] += "; labels from Label Studio: " + ", ".join(
+                f"{name} {n}" for name, n in studio.items()
+            )
     for stage, name in (("train (SFT)", "train"), ("train (classifier)", "train_classifier")):
         m = _json(ws / f"metrics/{name}.json")
         if m:

@@ -5,6 +5,10 @@ duplicate-cluster representative (dedup sets it; it is the row's own id otherwis
 stable when rows are added (an existing row never moves), and rows the dedup steps tied together
 (``near_dedup.action: tag``) always land on the same side. Time series split by time instead
 (the last ``validation + test`` share of the series), so no future leaks into training.
+
+Labels from Label Studio (``data/labeled/*.parquet``, written by ``offline label pull``) take
+the place of a dataset's own ``label`` column for the records they cover; ``label_source``
+says where each row's label came from (``labelstudio`` or ``source``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from offline.errors import NotFoundError
 from offline.fsutil import atomic_write_text, replace_dir
 
 SPLIT_DIR = Path("data/split")
+LABELED_DIR = Path("data/labeled")
 METRICS = Path("metrics/split.json")
 SIDES = ("train", "validation", "test")
 
@@ -58,9 +63,37 @@ def sides_by_time(n: int, params: SplitParams) -> np.ndarray[Any, np.dtype[np.in
 @dataclass
 class SplitReport:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    labelled: dict[str, int] = field(default_factory=dict)  # rows labelled in Label Studio
 
     def as_dict(self) -> dict[str, Any]:
-        return {"datasets": self.counts}
+        return {"datasets": self.counts, "labelstudio_labels": self.labelled}
+
+
+def studio_labels(root: Path) -> dict[str, dict[str, str]]:
+    """dataset -> record id -> label, from every pulled project (the latest annotation wins)."""
+    found: dict[str, dict[str, str]] = {}
+    for path in sorted((root / LABELED_DIR).glob("*.parquet")):
+        table = pq.read_table(path)
+        if not {"record_id", "dataset", "label"} <= set(table.schema.names):
+            continue  # not a classification project (NER spans, reviews)
+        rows = table.sort_by("created").to_pylist() if "created" in table.schema.names else []
+        for row in rows or table.to_pylist():
+            if row["record_id"] and row["label"]:
+                found.setdefault(row["dataset"], {})[row["record_id"]] = row["label"]
+    return found
+
+
+def _relabel(table: pa.Table, labels: dict[str, str]) -> tuple[pa.Table, int]:
+    ids = table.column("record_id").to_pylist()
+    own = table.column("label").to_pylist() if "label" in table.schema.names else [None] * len(ids)
+    new = [labels.get(i, o) for i, o in zip(ids, own, strict=True)]
+    source = ["labelstudio" if i in labels else "source" for i in ids]
+    if "label" in table.schema.names:
+        table = table.drop_columns(["label"])
+    table = table.append_column("label", pa.array(new, pa.string()))
+    return table.append_column("label_source", pa.array(source, pa.string())), sum(
+        s == "labelstudio" for s in source
+    )
 
 
 def split(root: Path, params: Params | None = None) -> SplitReport:
@@ -74,11 +107,14 @@ def split(root: Path, params: Params | None = None) -> SplitReport:
     tmp = root / SPLIT_DIR.parent / ".split.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     report = SplitReport()
+    labels = studio_labels(root)
     for name in sorted(params.datasets):
         shards = sorted(clean_dir.glob(f"{name}-*.parquet"))
         if not shards:
             continue
         table = pa.concat_tables([pq.read_table(p) for p in shards])
+        if labels.get(name) and "record_id" in table.schema.names:
+            table, report.labelled[name] = _relabel(table, labels[name])
         if params.datasets[name].kind == "tabular":
             side = sides_by_time(table.num_rows, params.split)
         else:

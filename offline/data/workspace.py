@@ -92,7 +92,7 @@ def stages() -> dict[str, Any]:
             },
             "split": {
                 "cmd": "offline data split",
-                "deps": ["data/clean"],
+                "deps": ["data/clean", "data/labeled"],
                 "params": ["datasets", "split"],
                 "outs": ["data/split"],
                 "metrics": [{"metrics/split.json": {"cache": False}}],

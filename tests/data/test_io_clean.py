@@ -232,6 +232,36 @@ def test_split_keeps_a_cluster_on_one_side(tmp_path: Path) -> None:
     assert all(len(s) == 1 for s in by_cluster.values())
 
 
+def test_label_studio_labels_replace_the_source_labels_in_the_split(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws", {"tickets": TEXT})
+    write_jsonl(ws / "data/raw/tickets.jsonl", tickets(120))
+    clean(ws)
+    cleaned = pq.read_table(next((ws / "data/clean").glob("tickets-*.parquet"))).to_pylist()
+    relabelled = {row["record_id"]: "from-studio" for row in cleaned[:30]}
+    (ws / "data/labeled").mkdir(parents=True)
+    rows = [
+        {"record_id": rid, "dataset": "tickets", "label": label, "created": "2026-01-01"}
+        for rid, label in relabelled.items()
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), ws / "data/labeled/classification.parquet")
+    report = split(ws)
+    assert report.labelled == {"tickets": 30}
+    out = pa.concat_tables(
+        [
+            pq.read_table(ws / f"data/split/tickets/{s}.parquet")
+            for s in ("train", "validation", "test")
+        ]
+    ).to_pylist()
+    assert len(out) == len(cleaned)
+    for row in out:
+        if row["record_id"] in relabelled:
+            assert (row["label"], row["label_source"]) == ("from-studio", "labelstudio")
+        else:
+            assert row["label_source"] == "source" and row["label"] != "from-studio"
+    metrics = json.loads((ws / "metrics/split.json").read_text())
+    assert metrics["labelstudio_labels"] == {"tickets": 30}
+
+
 def test_tabular_fill_clip_and_quarantine(tmp_path: Path) -> None:
     series = {
         "path": "data/raw/s.csv",
