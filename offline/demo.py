@@ -279,6 +279,8 @@ def run(demo: Demo, repo: Path) -> dict[str, Any]:
     demo.stage("sample", [sample], cwd=ws)
     demo.stage("validate+clean", [["dvc", "repro", "clean"]], cwd=ws)
     lsport = str(demo.port + 2)
+    # the server stays up for the whole pipeline: the label stage pulls on every `dvc repro`
+    # and the split reads what it pulls
     try:
         demo.stage(
             "label",
@@ -291,17 +293,16 @@ def run(demo: Demo, repo: Path) -> dict[str, Any]:
             ],
             cwd=ws,
         )  # fmt: skip
+        for name, stages in (
+            ("split", ["split", "init_model"]),
+            ("train (SFT)", ["train"]),
+            ("train (classifier)", ["train_classifier"]),
+            ("export", ["export"]),
+        ):
+            demo.stage(name, [["dvc", "repro", *stages]], cwd=ws)
+        demo.stage("dvc push", [["dvc", "push"]], cwd=ws)
     finally:
         demo.sh("label server stop", [offline, "label", "server", "stop"], cwd=ws)
-    for name, stages in (
-        ("split", ["split", "init_model"]),
-        ("train (SFT)", ["train"]),
-        ("train (classifier)", ["train_classifier"]),
-        ("export", ["export"]),
-    ):
-        demo.stage(name, [["dvc", "repro", *stages]], cwd=ws)
-    # (not `dvc repro` again: the label stage always re-pulls, and the server is stopped)
-    demo.stage("dvc push", [["dvc", "push"]], cwd=ws)
     figures["serve"] = _serve(demo)
     return figures
 
