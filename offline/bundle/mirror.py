@@ -87,7 +87,7 @@ class MirrorServer(ThreadingHTTPServer):
             bundle=bundle,
             host=socket.gethostname() if host in _WILDCARD else host,
             port=bound_port,
-            loopback=_is_loopback(host),
+            loopback=is_loopback(host),
             wildcard=host in _WILDCARD,
             locks=tuple(sorted(p.name for p in (self.root / "locks").glob("*.lock"))),
         )
@@ -152,7 +152,8 @@ def _parse_bind(bind: str) -> tuple[str, int]:
     return found["v6"] or found["host"], port
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``host`` is localhost or a loopback address (v4 or v6)."""
     if host == "localhost":
         return True
     try:

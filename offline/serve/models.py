@@ -8,7 +8,6 @@ pickled weight files are never opened.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from offline.errors import ConfigError, IntegrityError, NotFoundError
+from offline.fsutil import sha256_file
 
 BACKENDS = ("eager", "torchscript", "pt2", "tvm")
 AUTO_ORDER = ("tvm", "torchscript", "pt2")  # fastest first (see the export card)
@@ -44,14 +44,6 @@ class ServedModel:
         for i, row in enumerate(rows):
             ids[i, : len(row)] = row[: self.seq_len]
         return ids
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_manifest(directory: Path, needed: list[str]) -> str:
@@ -82,7 +74,7 @@ def verify_manifest(directory: Path, needed: list[str]) -> str:
             raise IntegrityError(
                 f"{path} is listed in {manifest_path} but missing", fix="export the model again"
             )
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise IntegrityError(
                 f"{path} does not match its sha256 in {manifest_path}: refusing to load it",
                 fix="restore the file from the bundle or export the model again",
@@ -93,7 +85,7 @@ def verify_manifest(directory: Path, needed: list[str]) -> str:
             f"{directory}: {', '.join(unlisted)} not in manifest.json: refusing to load",
             fix="export the model again (the manifest lists every file it writes)",
         )
-    return _sha256(manifest_path)
+    return sha256_file(manifest_path)
 
 
 def _card(directory: Path) -> dict[str, Any]:

@@ -4,12 +4,13 @@ defaults below. ``deploy/serve/deepseek-serve.env`` lists them for the systemd u
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from offline.bundle.mirror import is_loopback
 
 Backend = Literal["auto", "eager", "torchscript", "pt2", "tvm"]
 
@@ -46,18 +47,9 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _open_needs_keys(self) -> ServeSettings:
-        if self.api_keys is None and not self.allow_unauthenticated and not _loopback(self.host):
+        if self.api_keys is None and not self.allow_unauthenticated and not is_loopback(self.host):
             raise ValueError(
                 f"--host {self.host} without --api-keys would let anyone on the network call the"
                 " model: pass --api-keys FILE (offline serve-key add), or --allow-unauthenticated"
             )
         return self
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
