@@ -298,6 +298,7 @@ def run(demo: Demo, repo: Path) -> dict[str, Any]:
             ("train (SFT)", ["train"]),
             ("train (classifier)", ["train_classifier"]),
             ("export", ["export"]),
+            ("evaluate", ["evaluate"]),
         ):
             demo.stage(name, [["dvc", "repro", *stages]], cwd=ws)
         demo.stage("dvc push", [["dvc", "push"]], cwd=ws)
@@ -345,9 +346,11 @@ def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
             "--port", str(port), "--api-keys", str(keys),
             "--audit-log", str(demo.ws / "audit.jsonl"),
         ]  # fmt: skip
-        log = (demo.ws / f"serve-{model}.log").open("w")
         cmd = demo.gap.wrap(argv) if demo.gap else argv
-        servers.append(subprocess.Popen(cmd, env=demo.env(), stdout=log, stderr=subprocess.STDOUT))
+        with (demo.ws / f"serve-{model}.log").open("w") as log:  # the child keeps its own copy
+            servers.append(
+                subprocess.Popen(cmd, env=demo.env(), stdout=log, stderr=subprocess.STDOUT)
+            )
     try:
         out = demo.sh(
             "serve",
@@ -414,6 +417,25 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
                 )
     if export:
         lines["export"] = "; ".join(export)
+    evaluated = []
+    for model in ("classifier", "trained"):
+        m = _json(ws / f"metrics/eval_{model}.json")
+        if not m:
+            continue
+        deployed, eager = m["backends"][m["deployed"]], m["backends"]["eager"]
+        if m["task"] == "classification":
+            found = (
+                f"accuracy {deployed['accuracy']:.1%} (fp32 eager {eager['accuracy']:.1%}),"
+                f" macro-F1 {deployed['macro_f1']:.3f}"
+            )
+        else:
+            found = (
+                f"perplexity {deployed['perplexity']:.4g} (fp32 eager {eager['perplexity']:.4g}),"
+                f" next-token accuracy {deployed['token_accuracy']:.1%}"
+            )
+        evaluated.append(f"{model} int8 {m['deployed']} on {m['rows']} test rows: {found}")
+    if evaluated:
+        lines["evaluate"] = "; ".join(evaluated)
     doctor = figures.get("doctor", {})
     lines["doctor (network)"] = ", ".join(f"{k} {v}" for k, v in doctor.items())
     serve = figures.get("serve", {})

@@ -47,7 +47,9 @@ def test_the_demo_flow_runs_air_gapped(tmp_path: Path) -> None:
     assert figures["doctor_probe_packets"] > 0
     assert figures["figures"]["doctor"]["fail"] == 0
     stages = [s["name"] for s in figures["stages"]]
-    for name in ("install", "label", "train (SFT)", "train (classifier)", "export", "serve"):
+    for name in (
+        "install", "label", "train (SFT)", "train (classifier)", "export", "evaluate", "serve",
+    ):  # fmt: skip
         assert name in stages
     serve = figures["figures"]["serve"]
     assert len(serve["predict"]) == 2 and serve["chat_usage"]["completion_tokens"] > 0
@@ -56,4 +58,6 @@ def test_the_demo_flow_runs_air_gapped(tmp_path: Path) -> None:
     for model in ("classifier", "trained"):
         card = json.loads((ws / f"models/export/{model}-int8/export_card.json").read_text())
         assert all(a["gate"] == "pass" for a in card["artifacts"])
+        evaluated = json.loads((ws / f"metrics/eval_{model}.json").read_text())
+        assert evaluated["deployed"] == "tvm" and evaluated["rows"] > 0
     assert (ws / "data/labeled").is_dir()

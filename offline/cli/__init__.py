@@ -29,6 +29,7 @@ GROUPS: dict[str, str] = {
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("offline.cli.data", "init_cmd"),
     "export": ("offline.cli.export", "export_cmd"),
+    "evaluate": ("offline.cli.evaluate", "evaluate_cmd"),
     "serve": ("offline.cli.serve", "serve_cmd"),
 }
 

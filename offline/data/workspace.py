@@ -25,7 +25,7 @@ from offline.errors import ConfigError, ToolError
 from offline.fsutil import atomic_write_text
 
 PLOTS_TEMPLATE = "plots/plots.html"  # relative to .dvc/, where DVC resolves it
-PLOT_ASSETS = ("plots.html", "offline_bar.json", "offline_line.json")
+PLOT_ASSETS = ("plots.html", "offline_bar.json", "offline_line.json", "offline_confusion.json")
 SITE_CACHE = ".dvc/site-cache"
 DEFAULT_REMOTE = "storage"
 
@@ -54,7 +54,8 @@ __pycache__/
 
 
 def stages() -> dict[str, Any]:
-    """The ``dvc.yaml`` stages: validate -> clean -> (label) -> split -> init_model -> train."""
+    """The ``dvc.yaml`` stages: validate -> clean -> label -> split -> init_model -> train
+    (SFT and classifier) -> export -> evaluate."""
     return {
         "stages": {
             "validate": {
@@ -145,6 +146,34 @@ def stages() -> dict[str, Any]:
                 ],
                 "deps": ["models/trained", "models/classifier", "data/split"],
                 "outs": ["models/export"],
+            },
+            # The int8 exports that get deployed, on every held-out row, with each host format
+            # and the fp32 eager model side by side: `dvc metrics diff` compares runs.
+            "evaluate": {
+                "cmd": [
+                    "offline evaluate --model models/export/classifier-int8"
+                    " --data data/split/tickets/test.parquet --out metrics/eval_classifier.json"
+                    " --confusion metrics/eval_classifier_confusion.json",
+                    "offline evaluate --model models/export/trained-int8"
+                    " --data data/split/conversations/test.parquet"
+                    " --out metrics/eval_trained.json",
+                ],
+                "deps": ["models/export", "data/split"],
+                "metrics": [
+                    {"metrics/eval_classifier.json": {"cache": False}},
+                    {"metrics/eval_trained.json": {"cache": False}},
+                ],
+                "plots": [
+                    {
+                        "metrics/eval_classifier_confusion.json": {
+                            "cache": False,
+                            "x": "actual",
+                            "y": "predicted",
+                            "template": "offline_confusion",
+                            "title": "ticket classifier (int8, deployed backend): test split",
+                        }
+                    }
+                ],
             },
         }
     }

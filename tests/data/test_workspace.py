@@ -94,10 +94,14 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     out = run([*isolated(), *dvc, "repro"], workspace).stdout
     ran = re.findall(r"Running stage '(\w+)'", out)
     assert sorted(ran) == sorted(
-        ["validate", "clean", "label", "split", "init_model", "train", "train_classifier", "export"]
-    )
+        [
+            "validate", "clean", "label", "split", "init_model", "train", "train_classifier",
+            "export", "evaluate",
+        ]
+    )  # fmt: skip
     assert ran.index("train") > max(ran.index("split"), ran.index("init_model"))
     assert ran.index("export") > max(ran.index("train"), ran.index("train_classifier"))
+    assert ran.index("evaluate") > ran.index("export")
     assert "no project pushed yet" in out
     assert digests(workspace / "data/raw") == raw_before
     metrics = json.loads((workspace / "metrics/clean.json").read_text())
@@ -126,6 +130,17 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
         assert int.from_bytes(lib.read_bytes()[18:20], "little") == 183  # EM_AARCH64
         assert (edge / f"edge-{model}-aarch64.tar").is_file()
 
+    # the deployed int8 models on every held-out row, next to fp32 eager; DVC reads the figures
+    for model, rows in (("classifier", "tickets"), ("trained", "conversations")):
+        figures = json.loads((workspace / f"metrics/eval_{model}.json").read_text())
+        assert figures["deployed"] == "tvm" and figures["version"].startswith(f"{model}-int8@")
+        assert set(figures["backends"]) == {"eager", "torchscript", "pt2", "tvm"}
+        test = pq.read_metadata(workspace / f"data/split/{rows}/test.parquet").num_rows
+        assert 0 < figures["rows"] <= test
+    shown = json.loads(run([*isolated(), *dvc, "metrics", "show", "--json"], workspace).stdout)
+    flat = json.dumps(shown)
+    assert "metrics/eval_classifier.json" in flat and "macro_f1" in flat and "perplexity" in flat
+
     pushed = run([*isolated(), *dvc, "push"], workspace).stdout
     assert "pushed" in pushed
     assert any((workspace.parent / "nas").rglob("*"))
@@ -138,5 +153,5 @@ def test_dvc_repro_push_and_plots_with_no_network(workspace: Path) -> None:
     run([*isolated(), *dvc, "plots", "show", "-o", "plots"], workspace)
     page = (workspace / "plots/index.html").read_text()
     assert "vegaEmbed" in page and "rows kept after each cleaning step" in page
-    assert "training loss" in page
+    assert "training loss" in page and "ticket classifier (int8" in page
     assert not URL.search(page), URL.search(page)

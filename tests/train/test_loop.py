@@ -25,7 +25,7 @@ from offline.errors import (
     ResourceError,
     TrainingError,
 )
-from offline.train.checkpoint import verify
+from offline.train.checkpoint import Channel, verify
 from tests.train.conftest import (
     log_records,
     offline_train,
@@ -120,19 +120,24 @@ def test_kill_9_then_resume_auto_matches_the_uninterrupted_run(
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if logs.exists() and any(
-                json.loads(line).get("step", 0) >= 14 and "event" not in json.loads(line)
+                json.loads(line).get("step", 0) >= 13 and "event" not in json.loads(line)
                 for line in logs.read_text().splitlines()
             ):
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (train_ws / "out/killed/model").exists()
+    # The kill lands somewhere after step 13: before, during or after the step-18 checkpoint.
+    # Whatever it hit, resume must take the newest full checkpoint that verifies on disk.
+    full = Channel(next((train_ws / "out/killed/checkpoints").glob("*/full")), keep=3)
+    newest = full.newest_valid()
+    assert newest is not None and newest.step in (12, 18), newest
 
     resumed = run_json(config, "--resume", "auto")
-    assert resumed["resumed_from"] == 12  # the newest full checkpoint before the kill
+    assert resumed["resumed_from"] == newest.step
     same_weights(train_ws / "out/ref/model", train_ws / "out/killed/model")
     assert resumed["metrics"]["loss"] == reference["metrics"]["loss"]
 
@@ -324,7 +329,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_valid(train_ws: Path) -> None
     ckpt = train_ws / "out/full-disk/checkpoints"
     ckpt.mkdir(parents=True)
     listing = (
-        "import sys, pathlib; from offline.train.checkpoint import verify; "
+        "import sys, pathlib; from offline.train.checkpoint import Channel, verify; "
         "[print(p.name, verify(p)) for p in sorted(pathlib.Path(sys.argv[1]).glob('*/full/*-*'))]"
     )
     # 20 MB holds one full checkpoint of this model (13 MB) but not two
