@@ -27,10 +27,11 @@ BATCH = 8
 WHOLE = 1 << 16  # tokens: an LM's rows are read whole
 
 
-def _rows(model: Any, data: Path, rows: int | None) -> tuple[Any, Any, str, int]:
-    """Held-out rows as (ids (n, seq_len), targets, task, rows read): class indexes for a
-    classifier, per-token targets (-100 where the loss skips) for an LM, whose rows may
-    become several windows each."""
+def _rows(model: Any, data: Path, rows: int | None) -> tuple[Any, Any, str, int, int]:
+    """Held-out rows as (ids (n, seq_len), targets, task, rows read, rows skipped): class
+    indexes for a classifier, per-token targets (-100 where the loss skips) for an LM, whose
+    rows may become several windows each. Skipped rows have nothing to score: no label, or
+    no assistant turn."""
     import numpy as np
 
     from offline.train.data import IGNORE, load_dataset, read_table
@@ -54,7 +55,8 @@ def _rows(model: Any, data: Path, rows: int | None) -> tuple[Any, Any, str, int]
     examples = dataset.examples[:rows] if rows else dataset.examples
     if task == "classification":
         ids = model.pad([e.input_ids for e in examples])
-        return ids, np.array([int(e.labels) for e in examples]), task, len(examples)  # type: ignore[arg-type]
+        labels = np.array([int(e.labels) for e in examples])  # type: ignore[arg-type]
+        return ids, labels, task, len(examples), dataset.dropped
     windows: list[list[int]] = []
     wanted: list[list[int]] = []
     for e in examples:
@@ -66,7 +68,7 @@ def _rows(model: Any, data: Path, rows: int | None) -> tuple[Any, Any, str, int]
     targets_array = np.full(ids.shape, IGNORE, dtype=np.int64)
     for row, targets in enumerate(wanted):
         targets_array[row, : len(targets)] = targets
-    return ids, targets_array, task, len(examples)
+    return ids, targets_array, task, len(examples), dataset.dropped
 
 
 def _windows(ids: list[int], labels: list[int], seq_len: int) -> list[tuple[list[int], list[int]]]:
@@ -213,7 +215,7 @@ def evaluate(
     ]
     models = {b: load_model(directory, b) for b in chosen}
     eager = models["eager"]
-    ids, targets, task, read = _rows(eager, data, rows)
+    ids, targets, task, read, skipped = _rows(eager, data, rows)
     if not len(ids):
         raise DataError(f"--data {data}: no row to evaluate", fix="check the split's metrics")
     deployed = next((b for b in AUTO_ORDER if b in models), "eager")
@@ -225,6 +227,7 @@ def evaluate(
         "data": str(data),
         "data_sha256": sha256_file(data) if data.is_file() else None,
         "rows": read,
+        "skipped_rows": skipped,
         "windows": len(ids),
         "seq_len": eager.seq_len,
         "deployed": deployed,

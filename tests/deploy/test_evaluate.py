@@ -76,6 +76,7 @@ def test_a_classifier_is_scored_like_the_model_itself_would_be(ws: Path) -> None
     result = evaluate(ws / "export/cls-int8", ws / "data/split/tickets/test.parquet")
     labels, predicted = direct_predictions(ws)
     assert result["task"] == "classification" and result["rows"] == len(labels)
+    assert result["skipped_rows"] == 0
     assert list(result["backends"]) == ["eager", "torchscript"]
     assert result["deployed"] == "torchscript"
     eager = result["backends"]["eager"]
