@@ -156,13 +156,28 @@ def pull_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory for the Parquet files.")] = Path(
         "data/labeled"
     ),
+    keep_last: Annotated[
+        bool,
+        typer.Option(
+            "--keep-last",
+            help="When Label Studio cannot be asked (not running, or no project pushed from"
+            " this checkout), keep the snapshot already in --out, with a warning, instead of"
+            " failing or emptying it. The dvc.yaml label stage uses it.",
+        ),
+    ] = False,
     workspace: Workspace = Path("."),
     json_out: Json = False,
 ) -> None:
     """Export every pushed project's annotations to Parquet; agreement to metrics/label.json."""
     from offline.labeling.project import pull
 
-    done = pull(workspace, workspace / out if not out.is_absolute() else out)
+    done = pull(workspace, workspace / out if not out.is_absolute() else out, keep_last)
+    if done.kept:
+        since = done.metrics["kept_last"]["since"]
+        sys.stderr.write(
+            f"warning: {done.kept}: {out} is the snapshot pulled at {since}, not fresh from"
+            f" Label Studio (start it: offline label server start --workspace {workspace})\n"
+        )
     if json_out:
         print_json(done.metrics)
         return

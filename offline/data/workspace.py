@@ -83,12 +83,14 @@ def stages() -> dict[str, Any]:
                 ],
             },
             # Re-pulled on every repro (annotations change on the server, not in files); until
-            # a project is pushed it writes an empty snapshot and needs no server.
+            # a project is pushed it writes an empty snapshot and needs no server. With the
+            # server stopped, or in a fresh clone after `dvc pull`, the last snapshot is kept
+            # (persist: DVC does not delete it first) and metrics/label.json says so.
             "label": {
-                "cmd": "offline label pull --out data/labeled",
+                "cmd": "offline label pull --out data/labeled --keep-last",
                 "deps": ["data/clean"],
-                "outs": ["data/labeled"],
-                "metrics": [{"metrics/label.json": {"cache": False}}],
+                "outs": [{"data/labeled": {"persist": True}}],
+                "metrics": [{"metrics/label.json": {"cache": False, "persist": True}}],
                 "always_changed": True,
             },
             "split": {

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from offline.errors import ConfigError, NetworkError, NotFoundError
 from offline.fsutil import atomic_write_text, replace_dir
 from offline.labeling import agreement, rules, templates
-from offline.labeling.server import require_running, state_dir
+from offline.labeling.server import require_running, state_dir, status
 
 IMPORT_CHUNK = 500
 LABELED_DIR = Path("data/labeled")
@@ -43,6 +43,7 @@ class PushReport:
 class PullReport:
     projects: dict[str, int] = field(default_factory=dict)  # title -> annotations written
     metrics: dict[str, Any] = field(default_factory=dict)
+    kept: str | None = None  # why the last snapshot was kept instead of a fresh pull
 
 
 def client(workspace: Path) -> Any:
@@ -249,10 +250,41 @@ def _annotation_rows(
         }
 
 
-def pull(workspace: Path, out: Path | None = None) -> PullReport:
-    """Write ``data/labeled/<project>.parquet`` per pushed project and ``metrics/label.json``."""
+def _keep_last(workspace: Path, out: Path, why: str) -> PullReport:
+    """The snapshot already in ``out`` stays; ``metrics/label.json`` says since when and why."""
+    metrics_path = workspace / METRICS
+    try:
+        metrics: dict[str, Any] = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metrics = {}
+    first = metrics.get("kept_last", {}).get("since")  # kept again: the snapshot's age stays
+    import datetime
+
+    written = max((p.stat().st_mtime for p in out.glob("*.parquet")), default=0.0)
+    since = first or datetime.datetime.fromtimestamp(written, datetime.UTC).isoformat()
+    metrics["kept_last"] = {"since": since, "reason": why}
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    projects = {p.stem: pq.read_metadata(p).num_rows for p in sorted(out.glob("*.parquet"))}
+    return PullReport(projects, metrics, kept=why)
+
+
+def pull(workspace: Path, out: Path | None = None, keep_last: bool = False) -> PullReport:
+    """Write ``data/labeled/<project>.parquet`` per pushed project and ``metrics/label.json``.
+
+    With ``keep_last``, a snapshot already in ``out`` is kept (and said to be kept) when Label
+    Studio cannot be asked: its server is not running, or this checkout has no pushed project
+    (a fresh clone whose ``dvc pull`` brought the labels). Without one, as without the flag.
+    """
     reg = _registry(workspace)
     out = out or workspace / LABELED_DIR
+    has_snapshot = out.is_dir() and any(out.glob("*.parquet"))
+    if keep_last and has_snapshot:
+        if not reg:
+            return _keep_last(workspace, out, "no project was pushed from this checkout")
+        current = status(workspace)
+        if not current.running:
+            return _keep_last(workspace, out, f"Label Studio is not running ({current.detail})")
     if not reg:
         # Nothing pushed yet: an empty snapshot, so the pipeline runs before labeling starts.
         out.mkdir(parents=True, exist_ok=True)
