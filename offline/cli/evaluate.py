@@ -61,12 +61,12 @@ def evaluate_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Run a held-out split through each backend of an export; accuracy, F1, perplexity."""
-    from offline.deploy.evaluate import check, evaluate, known_backends, markdown
+    from offline.deploy.evaluate import check, evaluate, markdown
     from offline.errors import ConfigError
     from offline.fsutil import atomic_write_text
 
     with contextlib.redirect_stdout(sys.stderr):  # TVM and torch may print while loading
-        result = evaluate(model, data, backends=known_backends(backend or []), rows=rows)
+        result = evaluate(model, data, backends=backend, rows=rows)
     table = result.pop("confusion", None)
     if confusion is not None and table is None:
         raise ConfigError(

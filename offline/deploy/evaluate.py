@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offline.errors import ConfigError, DataError, GateError, NotFoundError
+from offline.errors import DataError, GateError, NotFoundError
 from offline.fsutil import sha256_file
 
 BATCH = 8
@@ -95,9 +95,10 @@ def _windows(ids: list[int], labels: list[int], seq_len: int) -> list[tuple[list
         start += step
 
 
-def _run(model: Any, ids: Any, targets: Any, task: str) -> tuple[Any, dict[str, Any], float]:
-    """(top-1 per row or per token, the task's figures, seconds in the model): batch by batch,
-    so an LM's (rows, seq_len, vocab) logits never sit in memory at once."""
+def _run(model: Any, ids: Any, targets: Any, task: str) -> tuple[Any, Any, float]:
+    """(top-1 per row or per token, the task's raw result, seconds in the model), batch by
+    batch: a classifier's logits, or an LM's figures (its (rows, seq_len, vocab) logits never
+    sit in memory at once)."""
     import numpy as np
 
     tops, scores, lm = [], [], LMTotals()
@@ -112,9 +113,7 @@ def _run(model: Any, ids: Any, targets: Any, task: str) -> tuple[Any, dict[str, 
         else:
             lm.add(logits, targets[i : i + BATCH])
     top = np.concatenate(tops)
-    if task == "classification":
-        return top, {"logits": np.concatenate(scores)}, seconds
-    return top, lm.figures(), seconds
+    return top, np.concatenate(scores) if task == "classification" else lm.figures(), seconds
 
 
 def classification_figures(
@@ -235,13 +234,14 @@ def evaluate(
     }
     reference = None
     for name, model in models.items():
-        top, figures, seconds = _run(model, ids, targets, task)
+        top, raw, seconds = _run(model, ids, targets, task)
         if reference is None:
             reference = top  # eager runs first
         per_class: dict[str, Any] = {}
         if task == "classification":
-            logits = figures.pop("logits")
-            figures, per_class = classification_figures(logits, targets, eager.labels or [])
+            figures, per_class = classification_figures(raw, targets, eager.labels or [])
+        else:
+            figures = raw
         figures["agreement_with_eager"] = _agreement(top, reference, targets, task)
         figures["rows_per_s"] = round(len(ids) / seconds, 1) if seconds else None
         key = "accuracy" if task == "classification" else "token_accuracy"
@@ -301,14 +301,3 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {name} | {c['precision']} | {c['recall']} | {c['f1']} | {c['support']} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def known_backends(values: list[str]) -> list[str]:
-    from offline.serve.models import BACKENDS
-
-    bad = [v for v in values if v not in BACKENDS]
-    if bad:
-        raise ConfigError(
-            f"unknown --backend {', '.join(bad)}", fix=f"use {', '.join(BACKENDS)} (or omit it)"
-        )
-    return values

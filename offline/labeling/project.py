@@ -9,6 +9,7 @@ Parquet row per annotation and the agreement figures to ``metrics/label.json``.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -258,8 +259,6 @@ def _keep_last(workspace: Path, out: Path, why: str) -> PullReport:
     except (OSError, ValueError):
         metrics = {}
     first = metrics.get("kept_last", {}).get("since")  # kept again: the snapshot's age stays
-    import datetime
-
     written = max((p.stat().st_mtime for p in out.glob("*.parquet")), default=0.0)
     since = first or datetime.datetime.fromtimestamp(written, datetime.UTC).isoformat()
     metrics["kept_last"] = {"since": since, "reason": why}
