@@ -9,8 +9,12 @@ destination and rejects it. The demo fails when that count is not 0. ``deepseek-
 network group probes the internet on purpose to prove it unreachable: its packets are counted
 apart (it runs alone, and the counter is read before and after it).
 
-Without root (no namespace), the phase runs in place and says loudly that the air-gap proof
-was skipped.
+Before anything else the demo installs the Debian packages it needs
+(``scripts/packages/demo.txt``, through ``scripts/install-debian-packages.sh``, the installer the
+tests use too). Without root (no namespace), the phase runs in place, says loudly that the
+air-gap proof was skipped, and reports the doctor's network group as not applicable; as root, a
+tool the namespace needs that is missing and could not be installed stops the demo before the
+isolated phase starts, naming the package.
 
     python -m offline.demo --bundle dist/bundle --pubkey keys/bundle-signing.pub.pem \\
         --prefix dist/demo-host
@@ -58,6 +62,51 @@ table inet airgap {
     }
 }
 """
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One line of a ``scripts/packages/*.txt`` list."""
+
+    package: str
+    command: str  # looked for on PATH; "-" when the package has none
+    when: str  # "always", or "airgap": only the namespace and its counter need it
+
+
+def requirements(repo: Path, purpose: str = "demo") -> list[Requirement]:
+    """The Debian packages ``purpose`` needs, from the list the installer reads."""
+    found = []
+    for line in (repo / f"scripts/packages/{purpose}.txt").read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            package, command, when = fields[:3]
+            found.append(Requirement(package, command, when))
+    return found
+
+
+def prerequisites(repo: Path, purpose: str = "demo") -> list[Requirement]:
+    """Install what ``purpose`` needs (idempotent); return what is still missing after it."""
+    installer = repo / "scripts/install-debian-packages.sh"
+    subprocess.run(["bash", str(installer), purpose], stdin=subprocess.DEVNULL, check=False)
+    return [
+        r for r in requirements(repo, purpose) if r.command != "-" and not shutil.which(r.command)
+    ]
+
+
+def check_prerequisites(missing: Sequence[Requirement], root: bool) -> bool:
+    """Whether the isolated phase can run in a namespace; exits naming what is missing when
+    the demo cannot run at all (a tool the pipeline needs, or, as root, one the namespace needs).
+    """
+    fatal = [r for r in missing if r.when == "always" or root]
+    if fatal:
+        names = ", ".join(f"{r.command} (Debian package {r.package})" for r in fatal)
+        packages = " ".join(r.package for r in fatal)
+        sudo = "" if root else "sudo "
+        raise SystemExit(
+            f"demo: cannot start the isolated phase: {names} missing, and installing it failed"
+            f" (see above)\n  fix: {sudo}apt-get install {packages}, then run make demo again"
+        )
+    return root and not missing
 
 
 def _run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -312,7 +361,14 @@ DOCTOR = "doctor (network)"
 
 
 def _doctor(demo: Demo) -> dict[str, Any]:
-    """The doctor's network group, alone: its deliberate probes are its stage's egress."""
+    """The doctor's network group, alone: its deliberate probes are its stage's egress.
+
+    Outside a namespace the host was never isolated, so the group proves nothing there: it is
+    reported as not applicable instead of failing on the host's real network.
+    """
+    if demo.gap is None:
+        demo.stages.append(Stage(DOCTOR, 0.0))
+        return {"not applicable": "the demo ran in place, not isolated"}
     argv = [str(demo.bin / "deepseek-doctor"), "--bundle", str(demo.prefix.resolve() / "bundle"),
             "--only", "network", "--json"]  # fmt: skip
     cmd = demo.gap.wrap(argv) if demo.gap else argv
@@ -437,7 +493,9 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
     if evaluated:
         lines["evaluate"] = "; ".join(evaluated)
     doctor = figures.get("doctor", {})
-    lines["doctor (network)"] = ", ".join(f"{k} {v}" for k, v in doctor.items())
+    lines[DOCTOR] = ", ".join(
+        f"{k}: {v}" if isinstance(v, str) else f"{k} {v}" for k, v in doctor.items()
+    )
     serve = figures.get("serve", {})
     if serve:
         first = serve["predict"][0]
@@ -491,14 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[1]
-    shutil.rmtree(args.prefix, ignore_errors=True)
-    gap = AirGap() if AirGap.possible() else None
+    isolate = check_prerequisites(prerequisites(repo), root=os.geteuid() == 0)
+    gap = AirGap() if isolate else None
     if gap is None:
         print(
             "demo: WARNING: cannot create a network namespace (needs root, ip and nft):"
             " running the isolated phase IN PLACE; the air-gap proof is SKIPPED",
             file=sys.stderr,
         )
+    shutil.rmtree(args.prefix, ignore_errors=True)
     start = time.perf_counter()
     demo = Demo(args.bundle, args.pubkey, args.prefix, args.python, args.rows, args.port, gap)
     if gap:

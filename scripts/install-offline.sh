@@ -211,8 +211,14 @@ TOOLKIT_WHEEL=$(manifest_get 'm.get("toolkit_wheel") or ""')
 TOOLKIT_ENV=toolkit
 [[ " ${ALL_ENVS[*]} " == *" toolkit "* ]] || TOOLKIT_ENV=${ALL_ENVS[0]:-}
 
-export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-unset PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS
+# pip sees the bundle and nothing of this host's own configuration: no config file (os.devnull
+# makes pip skip them all), no PIP_* variable (an extra index, find-links, a constraints file),
+# no PYTHONPATH that could make a package look installed already.
+while IFS= read -r var; do
+    [[ $var == PIP_* ]] && unset "$var"
+done < <(compgen -e)
+unset PYTHONPATH PYTHONHOME PYTHONUSERBASE
+export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PYTHONNOUSERSITE=1
 PIP_LOCAL=(--no-index --find-links "$FINAL/wheels" --require-hashes)
 
 for env in "${ENVS[@]}"; do

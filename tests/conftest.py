@@ -1,4 +1,5 @@
 pytest_plugins = [
+    "tests.fixtures.processes",
     "tests.fixtures.registry",
     "tests.fixtures.pyindex",
     "tests.fixtures.specs",

@@ -19,6 +19,7 @@ import httpx
 
 from offline.bundle.cache import Cache
 from offline.bundle.lock import Artifact, IndexSettings
+from offline.bundle.pipenv import hermetic_pip_env
 from offline.bundle.progress import Reporter
 from offline.bundle.tags import wheel_rank
 from offline.errors import NetworkError, NotFoundError, ResolutionError, ToolError
@@ -133,7 +134,10 @@ def build_wheel(
         shutil.copyfile(cache.blob_path(sdist.sha256), src)
         out = Path(tmp) / "out"
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out)]
-        proc = subprocess.run([*cmd, *index.pip_args(), str(src)], capture_output=True, text=True)
+        env = None if index.machine_config else hermetic_pip_env()
+        proc = subprocess.run(
+            [*cmd, *index.pip_args(), str(src)], capture_output=True, text=True, env=env
+        )
         if proc.returncode != 0:
             raise ToolError(
                 f"building {sdist.filename} into a wheel failed:\n{proc.stderr.strip()[-3000:]}",

@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from offline.bundle.cache import Cache
+from offline.bundle.pipenv import hermetic_pip_env
 from offline.bundle.spec import Env, LoadedSpec
 from offline.bundle.tags import uv_platform, wheel_rank
 from offline.errors import ConfigError, NetworkError, NotFoundError, ResolutionError, ToolError
@@ -53,6 +54,9 @@ class IndexSettings:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     strategy: str = "unsafe-best-match"
+    # whether the machine's pip configuration may apply (certificates, proxies, constraints);
+    # False: pip runs with none of it, only the options above
+    machine_config: bool = True
 
     def pip_args(self) -> list[str]:
         """Index options as pip (and uv) spell them."""
@@ -100,6 +104,7 @@ def index_settings(env: Env, spec: LoadedSpec) -> IndexSettings:
         extra_index_urls=tuple(env.extra_index_urls) + conf.get("extra-index-url", ()),
         find_links=tuple(links) + conf.get("find-links", ()),
         strategy=env.index_strategy,
+        machine_config=env.use_pip_config,
     )
 
 
@@ -242,7 +247,8 @@ def _run_uv(uv: str, inputs: LockInputs, lock_path: Path, cache_: Cache, *, refr
         cmd += ["--python-platform", uv_platform(inputs.platform)]
         cmd += ["--format", "pylock.toml", "-o", str(out), "--cache-dir", str(cache_.root / "uv")]
         cmd += inputs.index.uv_args() + (["--refresh"] if refresh else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = None if inputs.index.machine_config else hermetic_pip_env()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise _uv_error(inputs, proc.stderr)
         shutil.move(out, lock_path)

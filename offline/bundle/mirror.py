@@ -14,10 +14,12 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
 import socket
 import socketserver
-from collections.abc import Callable
-from contextlib import suppress
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -64,8 +66,13 @@ class Mirror:
         return f"{self.url}/simple/"
 
     def pip_commands(self) -> list[str]:
-        """One ``pip install`` per lock file (or a bare one when the bundle has no locks)."""
-        base = f"pip install --index-url {self.index_url}"
+        """One ``pip install`` per lock file (or a bare one when the bundle has no locks).
+
+        The command reads no pip configuration of the host it runs on (config files, ``PIP_*``
+        variables): an extra index, find-links or constraints file there would otherwise join
+        the mirror in what pip installs.
+        """
+        base = f"PIP_CONFIG_FILE=/dev/null pip --isolated install --index-url {self.index_url}"
         if not self.loopback:  # pip refuses a plain-HTTP index on any other host without this
             base += f" --trusted-host {self.url.removeprefix('http://')}"
         if not self.locks:
@@ -134,11 +141,29 @@ def serve(
         bind: ``HOST:PORT`` to listen on; loopback unless LAN hosts must reach it.
         announce: called once the socket listens, with the URLs to give pip.
     """
-    with create_server(bundle, bind) as server:
+    with create_server(bundle, bind) as server, _stopped_by_sigterm():
         if announce is not None:
             announce(server.mirror)
         with suppress(KeyboardInterrupt):
             server.serve_forever()
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM stops the server as Ctrl-C does: it is what systemd and ``kill`` send, and a
+    server started in the background by a script ignores SIGINT."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _parse_bind(bind: str) -> tuple[str, int]:

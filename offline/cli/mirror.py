@@ -22,7 +22,7 @@ def serve_cmd(
         str, typer.Option(help="HOST:PORT to listen on; 0.0.0.0:PORT opens it to the LAN.")
     ] = "127.0.0.1:8000",
 ) -> None:
-    """Serve simple/, wheels/ and locks/ read-only over HTTP until Ctrl-C."""
+    """Serve simple/, wheels/ and locks/ read-only over HTTP until Ctrl-C (or SIGTERM)."""
     from offline.bundle.mirror import serve
 
     serve(bundle, bind, announce=_announce)

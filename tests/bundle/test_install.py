@@ -97,11 +97,22 @@ def test_install_from_volumes_with_no_network(
     prefix = tmp_path / "opt"
     installer = toolkit_bundle.parts / "install-offline.sh"  # the copy that travels with them
     args = [toolkit_bundle.parts, "--pubkey", toolkit_bundle.pub, "--prefix", prefix]
-    done = isolated("bash", installer, *args, "--python", target_python())
+    # a host whose own pip configuration contradicts the bundle: the install must not see it
+    (tmp_path / "constraints.txt").write_text("rich==0.0.1\n")
+    hostile = {
+        **os.environ,
+        "PIP_CONSTRAINT": str(tmp_path / "constraints.txt"),
+        "PIP_INDEX_URL": "http://192.0.2.1/simple",
+        "PIP_FIND_LINKS": str(tmp_path / "nowhere"),
+        "PIP_REQUIRE_VIRTUALENV": "false",
+    }
+    done = isolated("bash", installer, *args, "--python", target_python(), env=hostile)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "installed toolkit-mini 1.0" in done.stdout
 
     bin_dir = prefix / "envs" / "toolkit" / "bin"
+    site = next((prefix / "envs/toolkit/lib").glob("python3.*/site-packages"))
+    assert (site / "offline/py.typed").is_file()  # the wheel ships its type information
     version = isolated(bin_dir / "offline", "--version")
     assert version.stdout.strip() == f"deepseek-offline {__version__}", version.stderr
     trusted = prefix / "etc" / "trusted.pub.pem"

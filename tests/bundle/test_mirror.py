@@ -16,39 +16,39 @@ import pytest
 
 from offline.bundle.build import build
 from offline.bundle.mirror import Mirror, MirrorServer, create_server
+from offline.bundle.pipenv import hermetic_pip_env
 from offline.errors import ConfigError, NotFoundError, ResourceError
+from tests.fixtures import processes
 from tests.fixtures.specs import SpecFactory
 
 WHEEL = "foo_bar-1.0-py3-none-any.whl"
+PIP = "PIP_CONFIG_FILE=/dev/null pip --isolated install"
 SECRET = "secret outside the index"
 
 
-def _netns(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run bash ``script`` in a fresh network namespace with only loopback up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PY=sys.executable)
-    # set -m: a background job of a script would otherwise ignore SIGINT (Ctrl-C)
-    wrapped = f"set -um\nip link set lo up\n{script}"
-    return subprocess.run(
-        ["unshare", "-n", "bash", "-c", wrapped],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _netns(
+    script: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run bash ``script`` in a fresh network namespace with only loopback up; on a timeout,
+    everything it started is killed too."""
+    env = {**(env or hermetic_pip_env()), "PY": sys.executable}
+    wrapped = f"set -u\nip link set lo up\n{script}"
+    return processes.run(["unshare", "-n", "bash", "-c", wrapped], env=env, timeout=timeout)
 
 
 # Starts the mirror in the background (args in $SERVE) and waits until it accepts connections
-# (up to a minute: a loaded machine can take many seconds to import the server).
+# (up to a minute: a loaded machine can take many seconds to import the server). A background
+# job of a script ignores SIGINT: the mirror is stopped with SIGTERM, as systemd stops it.
 _START = """
 "$PY" -m offline mirror serve $SERVE >"$LOG.out" 2>"$LOG.err" &
 server=$!
+trap 'kill -KILL "$server" 2>/dev/null' EXIT
 for _ in $(seq 1200); do
     (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null && break
     sleep 0.05
 done
 """
-_STOP = 'kill -INT "$server"; wait "$server"; echo "server exit $?"\n'
+_STOP = 'kill -TERM "$server"; wait "$server"; echo "server exit $?"\n'
 
 
 @pytest.mark.integration
@@ -58,22 +58,35 @@ def test_pip_installs_the_lock_through_the_mirror(make_spec: SpecFactory, tmp_pa
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     log = tmp_path / "mirror"
-    # The pip command is the one the mirror printed, run against the new venv.
+    # The pip command is the one the mirror printed, run against the new venv, on a host whose
+    # own pip configuration (this machine's, plus a constraint and an index that contradict
+    # the lock) must not matter.
+    (tmp_path / "constraints.txt").write_text("beta==1.0\n")
+    hostile = {
+        **os.environ,
+        "PIP_CONSTRAINT": str(tmp_path / "constraints.txt"),
+        "PIP_EXTRA_INDEX_URL": "http://192.0.2.1/simple",
+        "PIP_DEFAULT_TIMEOUT": "600",
+    }
+    prefix = "  PIP_CONFIG_FILE=/dev/null pip "
     script = f"""
 SERVE={bundle} LOG={log}
 {_START}
-printed=$(grep -m1 '^  pip install ' "$LOG.out" | sed 's/^  pip //')
+printed=$(grep -m1 '^{prefix}' "$LOG.out" | sed 's|^{prefix}||')
 echo "running: pip $printed"
-"$PY" -m pip --python {venv}/bin/python $printed --no-cache-dir
+PIP_CONFIG_FILE=/dev/null "$PY" -m pip --python {venv}/bin/python $printed --no-cache-dir
 echo "pip exit $?"
 {_STOP}"""
-    proc = _netns(script)
+    proc = _netns(script, env=hostile)
     out, err = Path(f"{log}.out").read_text(), Path(f"{log}.err").read_text()
     assert "pip exit 0" in proc.stdout, proc.stdout + proc.stderr + err
     assert "server exit 0" in proc.stdout
     assert "serving" in out and "http://127.0.0.1:8000/simple/" in out
     url = "http://127.0.0.1:8000"
-    command = f"pip install --index-url {url}/simple/ --require-hashes -r {url}/locks/app.lock"
+    command = (
+        f"PIP_CONFIG_FILE=/dev/null pip --isolated install --index-url {url}/simple/"
+        f" --require-hashes -r {url}/locks/app.lock"
+    )
     assert f"  {command}\n" in out
     assert "warning" not in err
     assert '"GET /wheels/beta-2.0-py3-none-any.whl HTTP/1.1" 200' in err
@@ -253,13 +266,21 @@ def test_lan_bind_warns_and_prints_trusted_host(tmp_path: Path) -> None:
     assert f"--index-url http://{host}/simple/ --trusted-host {host}" in out
 
 
+def test_sigterm_stops_the_mirror_even_where_sigint_is_ignored(tmp_path: Path) -> None:
+    """A mirror started in the background by a script (SIGINT ignored) stops on SIGTERM."""
+    bundle, log = _tree(tmp_path / "bundle"), tmp_path / "mirror"
+    script = f"SERVE={bundle} LOG={log}\n{_START}{_STOP}"
+    proc = _netns(f"trap '' INT\n{script}", timeout=90)
+    assert "server exit 0" in proc.stdout, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
     ("host", "loopback", "expected"),
     [
-        ("127.0.0.1", True, "pip install --index-url http://127.0.0.1:8000/simple/ "),
-        ("10.0.0.5", False, "pip install --index-url http://10.0.0.5:8000/simple/ "
+        ("127.0.0.1", True, f"{PIP} --index-url http://127.0.0.1:8000/simple/ "),
+        ("10.0.0.5", False, f"{PIP} --index-url http://10.0.0.5:8000/simple/ "
          "--trusted-host 10.0.0.5:8000 "),
-        ("fd00::1", False, "pip install --index-url http://[fd00::1]:8000/simple/ "
+        ("fd00::1", False, f"{PIP} --index-url http://[fd00::1]:8000/simple/ "
          "--trusted-host [fd00::1]:8000 "),
     ],
 )  # fmt: skip
