@@ -439,9 +439,12 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
     label = _json(ws / "metrics/label.json")
     if label:
         tickets = label.get("classification", {})
+        total, done = tickets.get("tasks", 0), tickets.get("annotated_tasks", 0)
         lines["label"] = (
-            f"{tickets.get('annotated_tasks', 0)} of {tickets.get('tasks', 0)} tickets labelled in"
-            " Label Studio: rule-based pre-annotations ACCEPTED AS LABELS, no person looked"
+            f"{done} of {total} tickets labelled in Label Studio: rule-based pre-annotations"
+            " ACCEPTED AS LABELS, no person looked. For a person: review the"
+            f" {tickets.get('from_predictions_only', 0)} accepted labels, label the"
+            f" {total - done} tickets no rule matched"
         )
     split_metrics = _json(ws / "metrics/split.json")
     split = split_metrics.get("datasets", {})

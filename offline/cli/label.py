@@ -191,9 +191,14 @@ def pull_cmd(
 def accept_predictions_cmd(
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
     workspace: Workspace = Path("."),
+    json_out: Json = False,
 ) -> None:
     """DEMOS AND BOOTSTRAPPING ONLY: turn predictions into annotations (no person looked)."""
     from offline.labeling.project import accept_predictions
 
-    for title, n in accept_predictions(workspace, project).items():
+    done = accept_predictions(workspace, project)
+    if json_out:
+        print_json(done)
+        return
+    for title, n in done.items():
         _out(f"{title}: {n} prediction(s) accepted as annotations (not reviewed by a person)")

@@ -248,6 +248,8 @@ def _annotation_rows(
             "annotator": users.get(int(who_id), str(who_id)) if who_id is not None else None,
             "created": str(ann.get("created_at")),
             "lead_time": ann.get("lead_time"),
+            # made from a prediction (accept-predictions), not labelled by a person
+            "from_prediction": ann.get("parent_prediction") is not None,
         }
 
 
@@ -318,6 +320,11 @@ def pull(workspace: Path, out: Path | None = None, keep_last: bool = False) -> P
             "tasks": len(tasks),
             "annotations": len(rows),
             "annotated_tasks": len({r["task_id"] for r in rows}),
+            # for a person to review: annotated only with accepted predictions
+            "from_predictions_only": len(
+                {r["task_id"] for r in rows}
+                - {r["task_id"] for r in rows if not r["from_prediction"]}
+            ),
             "agreement": agreement.agreement(
                 template, [{"id": t.id, "annotations": t.annotations or []} for t in tasks]
             ),
@@ -331,7 +338,13 @@ def pull(workspace: Path, out: Path | None = None, keep_last: bool = False) -> P
 
 
 def accept_predictions(workspace: Path, project: str | None = None) -> dict[str, int]:
-    """Turn each unannotated task's first prediction into an annotation by the admin.
+    """Turn each unannotated task's prediction into an annotation by the admin.
+
+    One Label Studio data-manager action per project (``predictions_to_annotations``) over the
+    tasks that have exactly one prediction and no annotation, so the whole project takes one
+    request; a task with several predictions gets its first, one request each. Tasks a person
+    has annotated are never touched. The annotations keep a link to their prediction, which
+    ``pull`` reports as ``from_prediction``.
 
     For demos and bootstrapping only: the labels are the model's or the rules', not a person's.
     """
@@ -343,18 +356,32 @@ def accept_predictions(workspace: Path, project: str | None = None) -> dict[str,
             f"no pushed project named {missing[0]!r}", fix="see `offline label push`"
         )
     ls = client(workspace)
-    accepted: dict[str, int] = {}
-    for title in titles:
-        count = 0
-        for task in ls.tasks.list(project=int(reg[title]["id"]), fields="all", page_size=1000):
-            preds = task.predictions or []
-            if task.annotations or not preds:
-                continue
-            first = preds[0] if isinstance(preds[0], dict) else preds[0].dict()
-            ls.annotations.create(id=int(task.id), result=first.get("result") or [], lead_time=0.0)
-            count += 1
-        accepted[title] = count
-    return accepted
+    return {title: _accept(ls, int(reg[title]["id"])) for title in titles}
+
+
+def _accept(ls: Any, project_id: int) -> int:
+    single, several = [], []
+    for task in ls.tasks.list(project=project_id, fields="all", page_size=1000):
+        preds = task.predictions or []
+        if task.annotations or not preds:
+            continue
+        (single if len(preds) == 1 else several).append(task)
+    if single:
+        ls.actions.create(
+            id="predictions_to_annotations",
+            project=project_id,
+            selected_items={"all": False, "included": [int(t.id) for t in single]},
+        )
+    for task in several:
+        first = task.predictions[0]
+        first = first if isinstance(first, dict) else first.dict()
+        ls.annotations.create(
+            id=int(task.id),
+            result=first.get("result") or [],
+            lead_time=0.0,
+            parent_prediction=first.get("id"),
+        )
+    return len(single) + len(several)
 
 
 REVIEW_TEMPLATE = "cleaning_review"

@@ -291,6 +291,63 @@ def test_push_twice_adds_nothing_and_pull_writes_annotations_and_agreement(site:
     assert metrics["classification"]["agreement"]["tasks_with_2plus"] == 10
 
 
+def test_accept_predictions_labels_the_rest_in_bulk_and_leaves_people_s_labels(
+    site: Site,
+) -> None:
+    # After the previous test: the tickets are pushed with rule predictions, ten are labelled
+    # by two people. One more task gets a second prediction (the one-request-per-task path).
+    reg = json.loads((site.ws / ".labelstudio/projects.json").read_text())
+    pid = reg["classification"]["id"]
+    listing = (
+        f"tasks = list(ls.tasks.list(project={pid}, fields='all', page_size=1000))\n"
+        "def plain(x): return x if isinstance(x, dict) else x.dict()\n"
+    )
+    script = sdk(
+        listing + "spare = next(t for t in tasks if t.predictions and not t.annotations)\n"
+        "result = [{'from_name': 'category', 'to_name': 'text', 'type': 'choices',\n"
+        "           'value': {'choices': ['refund']}}]\n"
+        "ls.predictions.create(task=spare.id, result=result, model_version='second')\n"
+        "print(json.dumps(spare.id))\n"
+    )
+    spare = site.python(script)
+    before = sdk(
+        listing + "print(json.dumps({t.id: [len(t.predictions or []), sorted(plain(a)['id']\n"
+        "    for a in t.annotations or [])] for t in tasks}))\n"
+    )
+    tasks = {int(k): v for k, v in site.python(before).items()}
+    people = {tid: anns for tid, (_, anns) in tasks.items() if anns}
+    waiting = {tid for tid, (preds, anns) in tasks.items() if preds and not anns}
+    assert len(people) == 10 and spare in waiting and len(waiting) > 50
+    out = json.loads(ok(site.offline("label", "accept-predictions", "--json")))
+    assert out["classification"] == len(waiting)
+    after = sdk(
+        listing + "print(json.dumps({t.id: [[plain(a)['id'], plain(a)['result'], plain(a).get(\n"
+        "    'parent_prediction')] for a in t.annotations or []] + [[None,\n"
+        "    plain(p)['result'], plain(p)['id']] for p in (t.predictions or [])[:1]]\n"
+        "    for t in tasks}))\n"
+    )
+    now = {int(k): v for k, v in site.python(after).items()}
+    for tid, (_, anns) in tasks.items():
+        annotations = [a for a in now[tid] if a[0] is not None]
+        if tid in people:  # a person's labels stay exactly as they were
+            assert sorted(a[0] for a in annotations) == anns
+            assert all(a[2] is None for a in annotations)
+        elif tid in waiting:  # one annotation: the first prediction's result, linked to it
+            first = now[tid][-1]
+            assert len(annotations) == 1 and annotations[0][1] == first[1]
+            assert annotations[0][2] == first[2]
+        else:
+            assert annotations == []
+    # accepting again changes nothing
+    again = json.loads(ok(site.offline("label", "accept-predictions", "--json")))
+    assert again["classification"] == 0
+    pulled = json.loads(ok(site.offline("label", "pull", "--json")))["classification"]
+    assert pulled["annotated_tasks"] == 10 + len(waiting)
+    assert pulled["from_predictions_only"] == len(waiting)
+    table = pq.read_table(site.ws / "data/labeled/classification.parquet").to_pylist()
+    assert sum(r["from_prediction"] for r in table) == len(waiting)
+
+
 def test_review_samples_give_each_cleaning_step_its_precision(site: Site) -> None:
     first = json.loads(ok(site.offline("label", "sample", "--per-step", "3", "--json")))
     again = json.loads(ok(site.offline("label", "sample", "--per-step", "3", "--json")))
