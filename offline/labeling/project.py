@@ -360,7 +360,8 @@ def accept_predictions(workspace: Path, project: str | None = None) -> dict[str,
 
 
 def _accept(ls: Any, project_id: int) -> int:
-    single, several = [], []
+    single: list[Any] = []
+    several: list[Any] = []
     for task in ls.tasks.list(project=project_id, fields="all", page_size=1000):
         preds = task.predictions or []
         if task.annotations or not preds:
