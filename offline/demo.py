@@ -416,7 +416,11 @@ def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
     finally:
         for proc in servers:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     result: dict[str, Any] = json.loads(out)
     return result
 

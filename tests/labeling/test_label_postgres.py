@@ -86,13 +86,13 @@ def test_label_studio_keeps_its_data_in_postgresql(postgres: str, tmp_path: Path
     ws.mkdir()
     offline = [str(BIN / "offline"), "label", "server"]
     port = str(free_port())
-    start = subprocess.run(
-        [*offline, "start", "-w", str(ws), "--port", port, "--db-url", postgres, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    try:
+    try:  # a start that fails or times out half way may have left the server running
+        start = subprocess.run(
+            [*offline, "start", "-w", str(ws), "--port", port, "--db-url", postgres, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert start.returncode == 0, start.stderr + (ws / ".labelstudio/server.log").read_text()
         assert json.loads(start.stdout)["url"] == f"http://127.0.0.1:{port}"
         assert not list((ws / ".labelstudio/data").glob("*.sqlite3"))

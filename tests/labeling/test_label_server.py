@@ -116,12 +116,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         ok(net.host.run(["nft", "-f", str(rules)]))
         net.host.etc("resolv.conf", f"nameserver {INET_V4}\n")
         site = Site(net, ws)
-        ok(
-            site.offline(
-                "label", "server", "start", "--port", str(PORT), "--timeout", "400", timeout=420
+        try:  # a start that fails or times out half way may have left the server running
+            ok(
+                site.offline(
+                    "label", "server", "start", "--port", str(PORT), "--timeout", "400", timeout=420
+                )
             )
-        )
-        try:
             yield site
         finally:
             site.offline("label", "server", "stop")
