@@ -415,25 +415,52 @@ def _extract(
             result.bytes_written += size
             if on_bytes is not None:
                 on_bytes(size)
-    for m, path in links:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink() or path.exists():
-            path.unlink()
-        if m.issym():
-            os.symlink(m.linkname, path)
-        else:
-            os.link(dest / _relative(m.linkname, prefix), path)
-        result.written += 1
-    # A chain of links can escape where each one alone looks harmless.
-    escaping = [m.name for m, path in links if m.issym() and not _inside(dest_real, path)]
-    if escaping:
-        for _, path in links:
-            if path.is_symlink():
-                path.unlink()
+    try:
+        for m, path in links:
+            _make_link(m, path, dest, dest_real, prefix)
+            result.written += 1
+        # A chain of links can escape where each one alone looks harmless.
+        escaping = [m.name for m, path in links if m.issym() and not _inside(dest_real, path)]
+        if escaping:
+            raise IntegrityError(
+                f"refusing symlinks that resolve outside {dest}: {', '.join(escaping)}",
+                fix="the archive was not written by `offline bundle build`; get it again",
+            )
+    except IntegrityError:
+        # every symlink under DEST, found without following any: none is left to point out
+        for top, dirs, names in os.walk(dest_real):
+            for name in dirs + names:
+                if os.path.islink(os.path.join(top, name)):
+                    os.unlink(os.path.join(top, name))
+        raise
+
+
+def _make_link(m: tarfile.TarInfo, path: Path, dest: Path, dest_real: str, prefix: str) -> None:
+    """Create one link member, judged against the links created before it: its directory, and
+    (a hard link's) source, must resolve inside DEST *now*, and a new symlink must too, so no
+    later member can write, replace or delete anything through an earlier link."""
+    refuse = "the archive was not written by `offline bundle build`; get it again"
+    if not _inside(dest_real, path.parent):
         raise IntegrityError(
-            f"refusing symlinks that resolve outside {dest}: {', '.join(escaping)}",
-            fix="the archive was not written by `offline bundle build`; get it again",
+            f"{m.name}: its directory leads outside {dest} through a symlink", fix=refuse
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    if m.islnk():
+        source = dest / _relative(m.linkname, prefix)
+        if not _inside(dest_real, source):
+            raise IntegrityError(
+                f"{m.name}: hardlink to {m.linkname} leads outside {dest} through a symlink",
+                fix=refuse,
+            )
+        if source.is_dir() and not source.is_symlink():
+            raise IntegrityError(f"{m.name}: hardlink to the directory {m.linkname}", fix=refuse)
+        os.link(source, path, follow_symlinks=False)
+        return
+    os.symlink(m.linkname, path)
+    if not _inside(dest_real, path):
+        raise IntegrityError(f"refusing symlinks that resolve outside {dest}: {m.name}", fix=refuse)
 
 
 def _os_error(exc: OSError, dest: Path) -> Exception:

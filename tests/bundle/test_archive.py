@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -14,9 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from offline.bundle.archive import JOURNAL, unpack
-from offline.errors import IntegrityError, ResourceError
+from offline.errors import IntegrityError, OfflineError, ResourceError
 from tests.bundle.test_tamper import (
     INTEGRITY_EXIT,
     assert_nothing_installed,
@@ -181,6 +184,105 @@ def test_symlink_chain_that_escapes_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match="resolve outside"):
         unpack(archive, tmp_path / "dest")
     assert not any(p.is_symlink() for p in (tmp_path / "dest").rglob("*"))
+
+
+def _snapshot(root: Path, skip: Path) -> dict[str, tuple[str, int, str]]:
+    """Every entry under ``root`` but ``skip``: kind, inode, and content or link target."""
+    seen = {}
+    for path in sorted(root.rglob("*")):
+        if path == skip or skip in path.parents:
+            continue
+        st = path.lstat()
+        if path.is_symlink():
+            seen[str(path)] = ("link", st.st_ino, os.readlink(path))
+        elif path.is_file():
+            seen[str(path)] = ("file", st.st_ino, path.read_text())
+        else:
+            seen[str(path)] = ("dir", st.st_ino, "")
+    return seen
+
+
+def test_a_link_chain_cannot_replace_a_file_outside(tmp_path: Path) -> None:
+    """``p -> .`` and ``p/q -> ..`` look harmless one by one; a hard link written through
+    ``p/q`` would then replace a file beside DEST."""
+    (tmp_path / "victim").write_text("untouched")
+    before = _snapshot(tmp_path, tmp_path / "dest")
+    archive = _evil_tar(
+        tmp_path / "chain.tar",
+        (_member("b/p", tarfile.SYMTYPE, "."), None),
+        (_member("b/p/q", tarfile.SYMTYPE, ".."), None),
+        (_member("b/p/q/victim", tarfile.LNKTYPE, "b/ok.txt"), None),
+    )
+    with pytest.raises(IntegrityError, match="outside"):
+        unpack(archive, tmp_path / "dest")
+    assert _snapshot(tmp_path, tmp_path / "dest") == {
+        **before,
+        str(tmp_path / "chain.tar"): _snapshot(tmp_path, tmp_path / "dest")[
+            str(tmp_path / "chain.tar")
+        ],
+    }
+    assert not any(p.is_symlink() for p in (tmp_path / "dest").rglob("*"))
+
+
+# Members that each look harmless; in some orders they reach outside DEST (``p -> .`` then
+# ``p/q -> ..`` makes ``p/q/...`` a path beside DEST). Random ones mix in.
+_STEPS = st.sampled_from(
+    [
+        ("p", tarfile.SYMTYPE, "."),
+        ("p/q", tarfile.SYMTYPE, ".."),
+        ("p/q/victim", tarfile.LNKTYPE, "ok.txt"),
+        ("p/q/victim", tarfile.SYMTYPE, "ok.txt"),
+        ("p/q/a/kept", tarfile.LNKTYPE, "ok.txt"),
+        ("a", tarfile.SYMTYPE, "p/q"),
+        ("a/victim", tarfile.LNKTYPE, "ok.txt"),
+        ("c", tarfile.SYMTYPE, "a/.."),
+        ("c/victim", tarfile.SYMTYPE, "."),
+        ("h", tarfile.LNKTYPE, "p/q/victim"),
+    ]
+)
+_ANY = st.tuples(
+    st.sampled_from(["a", "b", "a/b", "c", "p", "p/q", "p/q/r", "victim"]),
+    st.sampled_from([tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.REGTYPE]),
+    st.sampled_from([".", "..", "a", "a/..", "b/..", "p/q", "../victim", "c/..", "ok.txt"]),
+)
+_LINKS = st.lists(st.one_of(_STEPS, _STEPS, _STEPS, _ANY), min_size=1, max_size=6)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(links=_LINKS)
+@example(
+    links=[
+        ("p", tarfile.SYMTYPE, "."),
+        ("p/q", tarfile.SYMTYPE, ".."),
+        ("p/q/victim", tarfile.LNKTYPE, "ok.txt"),
+    ]
+)
+def test_no_sequence_of_links_touches_anything_outside(
+    tmp_path_factory: pytest.TempPathFactory, links: list[tuple[str, bytes, str]]
+) -> None:
+    """Whatever the members, unpacked in order: nothing beside DEST is created, replaced or
+    deleted, and when the archive is refused no symlink is left in DEST."""
+    root = tmp_path_factory.mktemp("chain")
+    (root / "victim").write_text("untouched")
+    (root / "a").mkdir()
+    (root / "a" / "kept").write_text("untouched too")
+    members = []
+    for name, kind, target in links:
+        link = f"b/{target}" if kind == tarfile.LNKTYPE else target
+        members.append(
+            (_member(f"b/{name}", kind, link), b"data" if kind == tarfile.REGTYPE else None)
+        )
+    archive = _evil_tar(root / "chain.tar", *members)
+    before = _snapshot(root, root / "dest")
+    try:
+        unpack(archive, root / "dest")
+    except IntegrityError:
+        assert not any(p.is_symlink() for p in (root / "dest").rglob("*"))
+    except (OfflineError, OSError):
+        pass  # members that contradict each other (a file where a directory must go)
+    assert _snapshot(root, root / "dest") == before
 
 
 def test_inside_links_are_kept(tmp_path: Path) -> None:
