@@ -5,15 +5,23 @@ where nothing of ours is installed yet, as a standalone script next to ``install
 
     python3 offline-archive.py check-parts NAME.parts.json
     python3 offline-archive.py unpack NAME.parts.json|NAME.tar|PARTS_DIR --dest DIR
+                                      [--max-unpacked-size 40G]
 
-So it imports nothing outside the standard library except, when present, the toolkit's errors.
+So it imports nothing outside the standard library except, when present, the toolkit's errors,
+and needs nothing newer than Python 3.11.0 (no PEP 706 extraction filters).
 
-Safety: every member is checked before anything is written, and all problems are reported at
-once. Absolute names, ``..``, device files, FIFOs, and symlinks or hardlinks that point outside
-DEST are refused; a file is never written through a symlink. Each file is written to a temporary
-name and renamed. A re-run after an interruption (or a full disk) skips every file already on
-disk whose size and sha256 match the archive's manifest (or a journal of finished files, for
-archives without one), and reads no more of the volumes than it needs.
+Safety: this runs before the signature is checked, so the archive is hostile until then. A bundle
+archive holds regular files and directories only, and that is all this accepts: every link
+(symbolic or hard), device, FIFO and sparse member is refused, as are absolute names, ``..``,
+names that are not printable UTF-8, a name given twice, a file where a later member needs a
+directory, a member whose declared size runs past the end of the archive, an archive without its
+end-of-archive marker, and members that add up to more than the archive holds (or than
+``--max-unpacked-size``). Every member is checked before anything is written, all problems are
+reported at once, and a refused archive leaves DEST as it was. DEST itself must hold no symlink.
+Each file is written to a temporary name (created exclusively, never through a link) and renamed.
+A re-run after an interruption (or a full disk) skips every file already on disk whose size and
+sha256 match the archive's manifest (or a journal of finished files, for archives without one),
+and reads no more of the volumes than it needs.
 """
 
 from __future__ import annotations
@@ -24,7 +32,6 @@ import hashlib
 import io
 import json
 import os
-import posixpath
 import sys
 import tarfile
 from collections.abc import Callable
@@ -223,6 +230,9 @@ class PartsReader(io.RawIOBase):
 
 # --- unpacking -------------------------------------------------------------------------------
 
+_REFUSE = "the archive was not written by `offline bundle build`; get it again from its source"
+_END_MARKER = 512  # an archive ends with zero blocks; a missing one means it was cut short
+
 
 @dataclass
 class UnpackResult:
@@ -233,13 +243,36 @@ class UnpackResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _open_archive(src: Path) -> tuple[Any, str]:
-    """A seekable file for the tar and a label for messages; volumes are checked first."""
+def show(name: object) -> str:
+    """A name from the archive, safe to print: control characters and stray bytes escaped."""
+    text = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def parse_size(text: str) -> int:
+    """``40G``, ``512M``, ``1.5T`` or a plain byte count → bytes (powers of 1024)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    clean = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = clean[-1:] if clean[-1:] in units else ""
+    try:
+        value = float(clean[: len(clean) - len(unit)])
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"{text!r} is not a size; use e.g. 40G, 512M or a number of bytes")
+    return int(value * units[unit])
+
+
+def _open_archive(src: Path) -> tuple[Any, str, int]:
+    """A seekable file for the tar, a label for messages and its size; volumes are checked first."""
     if src.is_file() and not src.name.endswith(".parts.json"):
-        return src.open("rb"), src.name
+        return src.open("rb"), show(src.name), src.stat().st_size
     index = read_index(find_index(src))
     require_parts(index)
-    return io.BufferedReader(PartsReader(index.parts), buffer_size=_CHUNK), index.archive
+    reader = PartsReader(index.parts)
+    return io.BufferedReader(reader, buffer_size=_CHUNK), show(index.archive), reader.size
 
 
 def _prefix(members: list[tarfile.TarInfo]) -> str:
@@ -255,47 +288,170 @@ def _relative(name: str, prefix: str) -> str:
     return rel.rstrip("/")
 
 
-def check_members(members: list[tarfile.TarInfo], prefix: str) -> list[str]:
-    """Every reason to refuse this archive, one per offending member."""
+def _kind(m: tarfile.TarInfo) -> str:
+    if m.issym():
+        return f"a symlink (to {show(m.linkname)})"
+    if m.islnk():
+        return f"a hard link (to {show(m.linkname)})"
+    if m.ischr() or m.isblk():
+        return "a device file"
+    if m.isfifo():
+        return "a FIFO"
+    return f"a special member (type {m.type!r})"
+
+
+def _name_problem(m: tarfile.TarInfo, rel: str) -> str | None:
+    """Why this member's name alone is refused, if it is."""
+    try:
+        m.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8"
+    if not m.name.isprintable():
+        return "its name holds control characters"
+    if m.name.startswith("/") or rel.startswith("/"):
+        return "absolute path"
+    if ".." in rel.split("/"):
+        return "'..' in the path"
+    base = rel.rsplit("/", 1)[-1]
+    if base == JOURNAL or (base.startswith(".") and base.endswith(".unpacking")):
+        return "a name the unpacker reserves for its own files"
+    return None
+
+
+def _member_problem(m: tarfile.TarInfo, rel: str, archive_size: int) -> str | None:
+    """Why this one member is refused, if it is (name, type, size)."""
+    problem = _name_problem(m, rel)
+    if problem is not None:
+        return problem
+    if not (m.isfile() or m.isdir()):
+        return f"{_kind(m)}: a bundle holds only files and directories"
+    if m.issparse():
+        return "a sparse file: a bundle never holds one"
+    if not rel and not m.isdir():
+        return "the archive's top level is a file, not a directory"
+    if m.isfile() and m.offset_data + m.size > archive_size:
+        return (
+            f"declares {m.size} bytes, but the archive ends {max(archive_size - m.offset_data, 0)}"
+            " bytes into it (truncated, or a forged size)"
+        )
+    return None
+
+
+def check_members(
+    members: list[tarfile.TarInfo], prefix: str, archive_size: int, limit: int | None = None
+) -> list[str]:
+    """Every reason to refuse this archive, one per offending member (empty when it is safe)."""
     problems: list[str] = []
-    names = {_relative(m.name, prefix) for m in members}
+    kinds: dict[str, bool] = {}  # rel -> is a directory
     for m in members:
         rel = _relative(m.name, prefix)
-        if m.name.startswith("/") or rel.startswith("/"):
-            problems.append(f"{m.name}: absolute path")
-            continue
-        if ".." in rel.split("/"):
-            problems.append(f"{m.name}: '..' in the path")
-            continue
-        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-            problems.append(f"{m.name}: device file or special member (type {m.type!r})")
-            continue
-        if m.issym():
-            target = m.linkname
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-            if target.startswith("/") or joined == ".." or joined.startswith("../"):
-                problems.append(f"{m.name}: symlink to {target} points outside the destination")
-        elif m.islnk():
-            target = _relative(m.linkname, prefix)
-            norm = posixpath.normpath(target)
-            if target.startswith("/") or norm.startswith("..") or target not in names:
-                problems.append(f"{m.name}: hardlink to {m.linkname} points outside the archive")
+        problem = _member_problem(m, rel, archive_size)
+        if problem is None and rel in kinds:
+            problem = "the archive holds this name twice"
+        if problem is not None:
+            problems.append(f"{show(m.name)}: {problem}")
+        kinds.setdefault(rel, m.isdir())
+    for rel in kinds:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            above = "/".join(parts[:i])
+            if kinds.get(above) is False:
+                problems.append(
+                    f"{show(prefix + rel)}: {show(prefix + above)} is a file in this archive, "
+                    "not a directory"
+                )
+                break
+    total = sum(m.size for m in members if m.isfile())
+    cap = archive_size if limit is None else min(limit, archive_size)
+    if total > cap:
+        what = "the archive's own size" if cap == archive_size else "--max-unpacked-size"
+        problems.append(f"its files add up to {total} bytes, more than {what} ({cap} bytes)")
     return problems
 
 
-def _journal(dest: Path) -> dict[str, tuple[int, str]]:
-    done: dict[str, tuple[int, str]] = {}
+def _read_members(
+    tar: tarfile.TarFile, fh: Any, label: str, archive_size: int
+) -> list[tarfile.TarInfo]:
+    """Every member header, and proof that the archive ends where a tar must end."""
+    damaged = IntegrityError(
+        f"{label}: not a complete tar archive (damaged or cut short)", fix=_REFUSE
+    )
     try:
-        text = (dest / JOURNAL).read_text()
-    except FileNotFoundError:
-        return done
-    for line in text.splitlines():
+        members = tar.getmembers()
+    except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
+        damaged.message = f"{label}: not a readable tar archive ({exc}; damaged or cut short)"
+        raise damaged from exc
+    end = tar.offset
+    fh.seek(end)
+    marker = fh.read(_END_MARKER)
+    if end + _END_MARKER > archive_size or marker != bytes(_END_MARKER):
+        damaged.message = (
+            f"{label}: no readable member header or end-of-archive marker at byte {end} "
+            f"of {archive_size} (the archive is damaged or was cut short)"
+        )
+        raise damaged
+    return members
+
+
+def _symlinks_in(dest: Path) -> list[str]:
+    """Symlinks already under DEST, found without following any (this never creates one)."""
+    found: list[str] = []
+    if dest.is_symlink() and not dest.exists():
+        return [str(dest)]
+    for top, dirs, names in os.walk(dest):
+        found += [
+            os.path.join(top, n) for n in dirs + names if os.path.islink(os.path.join(top, n))
+        ]
+    return found
+
+
+def unpack(
+    src: Path,
+    dest: Path,
+    *,
+    max_size: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> UnpackResult:
+    """Extract the bundle archive (or volume set) ``src`` into ``dest``; resumable.
+
+    Args:
+        src: ``NAME.tar``, ``NAME.parts.json`` or a directory holding the volumes.
+        dest: the directory to unpack into; created if missing.
+        max_size: refuse archives whose files add up to more bytes than this.
+        on_bytes: called with the byte count of each file written or found intact.
+
+    Raises:
+        IntegrityError: bad volumes, a damaged archive, or refused members (nothing is written).
+        ResourceError: disk full or not writable (a re-run continues where this stopped).
+    """
+    fh, label, archive_size = _open_archive(src)
+    result = UnpackResult(dest)
+    with fh:
         try:
-            entry = json.loads(line)
-            done[entry["path"]] = (int(entry["size"]), str(entry["sha256"]))
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by the interruption
-    return done
+            tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 (closed by the with below)
+        except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
+            raise IntegrityError(f"{label}: not a tar archive ({exc})", fix=_REFUSE) from exc
+        with tar:
+            members = _read_members(tar, fh, label, archive_size)
+            prefix = _prefix(members)
+            problems = check_members(members, prefix, archive_size, max_size)
+            if problems:
+                raise IntegrityError(
+                    f"{label}: refusing to unpack: " + "; ".join(problems), fix=_REFUSE
+                )
+            links = _symlinks_in(dest) if os.path.lexists(dest) else []
+            if links:
+                raise IntegrityError(
+                    f"{dest} already holds symlinks ({', '.join(map(show, links[:5]))}), "
+                    "which an unpacked bundle never has",
+                    fix="unpack into a new, empty directory",
+                )
+            try:
+                _extract(tar, members, prefix, dest, result, on_bytes)
+            except OSError as exc:
+                raise _os_error(exc, dest) from exc
+    (dest / JOURNAL).unlink(missing_ok=True)
+    return result
 
 
 def _manifest_hashes(tar: tarfile.TarFile, prefix: str) -> dict[str, tuple[int, str]]:
@@ -307,8 +463,23 @@ def _manifest_hashes(tar: tarfile.TarFile, prefix: str) -> dict[str, tuple[int, 
         source = tar.extractfile(prefix + "manifest.json")
         files = json.load(source)["files"] if source else []
         return {f["path"]: (int(f["size"]), str(f["sha256"])) for f in files}
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, RecursionError, tarfile.TarError):
         return {}
+
+
+def _journal(dest: Path) -> dict[str, tuple[int, str]]:
+    done: dict[str, tuple[int, str]] = {}
+    try:
+        text = (dest / JOURNAL).read_text(errors="replace")
+    except FileNotFoundError:
+        return done
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            done[entry["path"]] = (int(entry["size"]), str(entry["sha256"]))
+        except (ValueError, KeyError, TypeError, RecursionError):
+            continue  # a line cut short by the interruption
+    return done
 
 
 def _inside(dest_real: str, path: Path) -> bool:
@@ -328,47 +499,32 @@ def _write_member(tar: tarfile.TarFile, m: tarfile.TarInfo, path: Path) -> tuple
     digest = hashlib.sha256()
     source = tar.extractfile(m)
     if source is None:
-        raise IntegrityError(f"{m.name}: unreadable member")
+        raise IntegrityError(f"{show(m.name)}: unreadable member", fix=_REFUSE)
+    tmp.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o600)
+    written = 0
     try:
-        with tmp.open("wb") as out:
-            while chunk := source.read(_CHUNK):
+        with os.fdopen(fd, "wb") as out:
+            while written < m.size and (chunk := source.read(min(_CHUNK, m.size - written))):
                 digest.update(chunk)
                 out.write(chunk)
+                written += len(chunk)
             out.flush()
             os.fsync(out.fileno())
+        if written != m.size:
+            raise IntegrityError(
+                f"{show(m.name)}: the archive ends inside this file ({written} of {m.size} bytes)",
+                fix=_REFUSE,
+            )
         os.chmod(tmp, 0o755 if m.mode & 0o111 else 0o644)
-        os.utime(tmp, (m.mtime, m.mtime))
+        mtime = min(max(int(m.mtime), 0), 1 << 33)  # a forged header's date cannot overflow
+        os.utime(tmp, (mtime, mtime))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return m.size, digest.hexdigest()
-
-
-def unpack(src: Path, dest: Path, *, on_bytes: Callable[[int], None] | None = None) -> UnpackResult:
-    """Extract the bundle archive (or volume set) ``src`` into ``dest``; resumable.
-
-    Raises:
-        IntegrityError: bad volumes or unsafe members (nothing is written then).
-        ResourceError: disk full or not writable (a re-run continues where this stopped).
-    """
-    fh, label = _open_archive(src)
-    result = UnpackResult(dest)
-    with fh, tarfile.open(fileobj=fh, mode="r:") as tar:
-        members = tar.getmembers()
-        prefix = _prefix(members)
-        problems = check_members(members, prefix)
-        if problems:
-            raise IntegrityError(
-                f"{label}: refusing to unpack: " + "; ".join(problems),
-                fix="the archive was not written by `offline bundle build`; get it again",
-            )
-        try:
-            _extract(tar, members, prefix, dest, result, on_bytes)
-        except OSError as exc:
-            raise _os_error(exc, dest) from exc
-    (dest / JOURNAL).unlink(missing_ok=True)
-    return result
+    return written, digest.hexdigest()
 
 
 def _extract(
@@ -382,27 +538,21 @@ def _extract(
     dest.mkdir(parents=True, exist_ok=True)
     dest_real = os.path.realpath(dest)
     done = _manifest_hashes(tar, prefix) | _journal(dest)
-    links: list[tuple[tarfile.TarInfo, Path]] = []
     with (dest / JOURNAL).open("a") as journal:
         for m in members:
             rel = _relative(m.name, prefix)
             if not rel:
                 continue
             path = dest / rel
-            if not _inside(dest_real, path.parent):
+            if not _inside(dest_real, path.parent):  # DEST changed under us: never follow
                 raise IntegrityError(
-                    f"{m.name}: its directory leads outside {dest} through a symlink",
-                    fix="unpack into an empty directory",
+                    f"{show(m.name)}: its directory leads outside {dest} through a symlink",
+                    fix="unpack into a new, empty directory",
                 )
             if m.isdir():
                 path.mkdir(parents=True, exist_ok=True)
                 continue
-            if m.issym() or m.islnk():
-                links.append((m, path))
-                continue
             path.parent.mkdir(parents=True, exist_ok=True)
-            if path.is_symlink():
-                path.unlink()
             if _already_there(path, m, done.get(rel)):
                 result.skipped += 1
                 if on_bytes is not None:
@@ -415,52 +565,6 @@ def _extract(
             result.bytes_written += size
             if on_bytes is not None:
                 on_bytes(size)
-    try:
-        for m, path in links:
-            _make_link(m, path, dest, dest_real, prefix)
-            result.written += 1
-        # A chain of links can escape where each one alone looks harmless.
-        escaping = [m.name for m, path in links if m.issym() and not _inside(dest_real, path)]
-        if escaping:
-            raise IntegrityError(
-                f"refusing symlinks that resolve outside {dest}: {', '.join(escaping)}",
-                fix="the archive was not written by `offline bundle build`; get it again",
-            )
-    except IntegrityError:
-        # every symlink under DEST, found without following any: none is left to point out
-        for top, dirs, names in os.walk(dest_real):
-            for name in dirs + names:
-                if os.path.islink(os.path.join(top, name)):
-                    os.unlink(os.path.join(top, name))
-        raise
-
-
-def _make_link(m: tarfile.TarInfo, path: Path, dest: Path, dest_real: str, prefix: str) -> None:
-    """Create one link member, judged against the links created before it: its directory, and
-    (a hard link's) source, must resolve inside DEST *now*, and a new symlink must too, so no
-    later member can write, replace or delete anything through an earlier link."""
-    refuse = "the archive was not written by `offline bundle build`; get it again"
-    if not _inside(dest_real, path.parent):
-        raise IntegrityError(
-            f"{m.name}: its directory leads outside {dest} through a symlink", fix=refuse
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    if m.islnk():
-        source = dest / _relative(m.linkname, prefix)
-        if not _inside(dest_real, source):
-            raise IntegrityError(
-                f"{m.name}: hardlink to {m.linkname} leads outside {dest} through a symlink",
-                fix=refuse,
-            )
-        if source.is_dir() and not source.is_symlink():
-            raise IntegrityError(f"{m.name}: hardlink to the directory {m.linkname}", fix=refuse)
-        os.link(source, path, follow_symlinks=False)
-        return
-    os.symlink(m.linkname, path)
-    if not _inside(dest_real, path):
-        raise IntegrityError(f"refusing symlinks that resolve outside {dest}: {m.name}", fix=refuse)
 
 
 def _os_error(exc: OSError, dest: Path) -> Exception:
@@ -469,12 +573,16 @@ def _os_error(exc: OSError, dest: Path) -> Exception:
             f"disk full while unpacking into {dest}",
             fix="free space there and run the same command again; finished files are kept",
         )
+    where = show(exc.filename) if exc.filename else str(dest)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return ResourceError(
-            f"cannot write into {dest}: {exc.strerror}",
+            f"cannot write into {dest} ({where}): {exc.strerror}",
             fix="choose a writable --dest or fix its permissions",
         )
-    return exc
+    return ResourceError(
+        f"cannot unpack into {dest}: {where}: {exc.strerror or exc}",
+        fix="unpack into a new, empty directory",
+    )
 
 
 # --- standalone command line ---------------------------------------------------------------
@@ -488,6 +596,12 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("unpack", help="check the volumes, then unpack safely")
     up.add_argument("src", type=Path)
     up.add_argument("--dest", type=Path, required=True)
+    up.add_argument(
+        "--max-unpacked-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="refuse an archive whose files add up to more than SIZE (e.g. 40G)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "check-parts":
@@ -495,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             require_parts(index)
             print(f"{len(index.parts)} volumes of {index.archive}: all present and intact")
         else:
-            result = unpack(args.src, args.dest)
+            result = unpack(args.src, args.dest, max_size=args.max_unpacked_size)
             print(
                 f"unpacked into {result.dest}: {result.written} files written, "
                 f"{result.skipped} already there"
@@ -505,6 +619,12 @@ def main(argv: list[str] | None = None) -> int:
         if exc.fix:
             print(f"  fix: {exc.fix}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the source itself cannot be read
+        print(
+            f"error: cannot read {show(exc.filename or args.src)}: {exc.strerror}", file=sys.stderr
+        )
+        print("  fix: check the path and its permissions", file=sys.stderr)
+        return ResourceError.exit_code
     return 0
 
 

@@ -114,6 +114,8 @@ def _write_tar(fileobj: _PartWriter, bundle_dir: Path, stem: str, mtime: int) ->
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.mtime = mtime
+            if info.islnk():  # a hard-linked file goes in whole: the unpacker refuses links
+                info.type, info.linkname, info.size = tarfile.REGTYPE, "", path.stat().st_size
             if info.isfile():
                 with path.open("rb") as fh:
                     tar.addfile(info, fh)

@@ -117,12 +117,22 @@ def unpack_cmd(
         Path, typer.Argument(help="NAME.tar, NAME.parts.json, or a directory of volumes.")
     ],
     dest: Annotated[Path, typer.Option(help="Directory to unpack the bundle into.")],
+    max_unpacked_size: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SIZE", help="Refuse an archive whose files add up to more (e.g. 40G)."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Check the volumes and unpack safely; a re-run skips files already unpacked."""
-    from offline.bundle.archive import unpack
+    from offline.bundle.archive import parse_size, unpack
 
-    result = unpack(src, dest)
+    try:
+        limit = parse_size(max_unpacked_size) if max_unpacked_size is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-unpacked-size") from exc
+    result = unpack(src, dest, max_size=limit)
     summary = {
         "dest": str(result.dest),
         "written": result.written,

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from offline.bundle.archive import JOURNAL, unpack
-from offline.errors import IntegrityError, OfflineError, ResourceError
+from offline.bundle.archive import JOURNAL, parse_size, unpack
+from offline.bundle.split import write_parts
+from offline.errors import IntegrityError, ResourceError
 from tests.bundle.test_tamper import (
     INTEGRITY_EXIT,
     assert_nothing_installed,
@@ -27,6 +28,8 @@ from tests.bundle.test_tamper import (
     python_verify,
 )
 from tests.fixtures.specs import SignedBundle
+
+ARCHIVE_PY = Path(__file__).resolve().parents[2] / "offline" / "bundle" / "archive.py"
 
 
 def cli_unpack(src: Path, dest: Path) -> subprocess.CompletedProcess[str]:
@@ -116,12 +119,13 @@ def test_bad_volumes_are_named_by_both_front_ends(
 
 
 def _evil_tar(path: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> Path:
-    with tarfile.open(path, "w") as tar:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         ok = tarfile.TarInfo("b/ok.txt")
         ok.size = 2
         tar.addfile(ok, io.BytesIO(b"ok"))
         for info, data in members:
-            info.size = len(data or b"")
+            if not info.issparse():
+                info.size = len(data or b"")
             tar.addfile(info, io.BytesIO(data) if data else None)
     return path
 
@@ -132,23 +136,53 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     return info
 
 
-EVIL = {
+def _sparse(name: str, size: int) -> tarfile.TarInfo:
+    """A GNU sparse member (PAX 0.1 map): ``size`` bytes of zeros from one stored byte."""
+    info = _member(name)
+    info.pax_headers = {
+        "GNU.sparse.map": f"{size - 1},1",
+        "GNU.sparse.size": str(size),
+        "GNU.sparse.name": name,
+    }
+    info.size = 1
+    info.sparse = [(size - 1, 1)]  # type: ignore[assignment]  # typeshed lacks the sparse map
+    return info
+
+
+EVIL: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], str]] = {
     "absolute": ([(_member("/tmp/evil-abs"), b"x")], "/tmp/evil-abs: absolute path"),
     "dotdot": ([(_member("b/../../evil"), b"x")], "'..' in the path"),
     "symlink-escape": (
         [(_member("b/etc", tarfile.SYMTYPE, "/etc"), None)],
-        "symlink to /etc points outside",
+        "b/etc: a symlink (to /etc)",
     ),
-    "symlink-relative-escape": (
-        [(_member("b/up", tarfile.SYMTYPE, "../../.."), None)],
-        "points outside the destination",
+    "symlink-inside": (
+        [(_member("b/alias", tarfile.SYMTYPE, "ok.txt"), None)],
+        "b/alias: a symlink (to ok.txt): a bundle holds only files and directories",
     ),
     "hardlink-escape": (
         [(_member("b/passwd", tarfile.LNKTYPE, "/etc/passwd"), None)],
-        "hardlink to /etc/passwd points outside",
+        "b/passwd: a hard link (to /etc/passwd)",
     ),
-    "device": ([(_member("b/sda", tarfile.BLKTYPE), None)], "device file"),
-    "fifo": ([(_member("b/pipe", tarfile.FIFOTYPE), None)], "device file"),
+    "hardlink-inside": (
+        [(_member("b/hard.txt", tarfile.LNKTYPE, "b/ok.txt"), None)],
+        "b/hard.txt: a hard link (to b/ok.txt)",
+    ),
+    "device": ([(_member("b/sda", tarfile.BLKTYPE), None)], "b/sda: a device file"),
+    "fifo": ([(_member("b/pipe", tarfile.FIFOTYPE), None)], "b/pipe: a FIFO"),
+    "sparse-bomb": ([(_sparse("b/zeros", 64 << 20), b"x")], "b/zeros: a sparse file"),
+    "duplicate": ([(_member("b/ok.txt"), b"other")], "b/ok.txt: the archive holds this name twice"),
+    "file-then-dir": (
+        [(_member("b/ok.txt/inner"), b"x")],
+        "b/ok.txt/inner: b/ok.txt is a file in this archive, not a directory",
+    ),
+    "dir-over-file": (
+        [(_member("b/ok.txt", tarfile.DIRTYPE), None)],
+        "b/ok.txt: the archive holds this name twice",
+    ),
+    "control-characters": ([(_member("b/a\nb"), b"x")], "b/a\\nb: its name holds control"),
+    "not-utf8": ([(_member("b/caf\udce9"), b"x")], "its name is not UTF-8"),
+    "reserved": ([(_member(f"b/{JOURNAL}"), b"x")], "a name the unpacker reserves"),
 }
 
 
@@ -174,16 +208,121 @@ def test_unsafe_member_refused_by_the_installer(
     assert not (tmp_path / "evil").exists()
 
 
-def test_symlink_chain_that_escapes_is_refused(tmp_path: Path) -> None:
-    """Each link alone stays inside; followed together they leave DEST."""
-    archive = _evil_tar(
-        tmp_path / "chain.tar",
-        (_member("b/d/sub", tarfile.SYMTYPE, ".."), None),
-        (_member("b/d/esc", tarfile.SYMTYPE, "sub/.."), None),
+def test_a_sparse_member_cannot_fill_the_disk(tmp_path: Path, signed_bundle: SignedBundle) -> None:
+    """10 KiB of archive that would expand to 1 TiB of zeros: refused by both front ends before
+    a byte is written."""
+    archive = _evil_tar(tmp_path / "bomb.tar", (_sparse("b/zeros", 1 << 40), b"x"))
+    assert archive.stat().st_size < 64 << 10
+    done = cli_unpack(archive, tmp_path / "dest")
+    assert done.returncode == INTEGRITY_EXIT and "b/zeros: a sparse file" in done.stderr
+    assert "more than the archive's own size" in done.stderr
+    assert not (tmp_path / "dest").exists()
+    installed = bash_install(archive, signed_bundle.pub, tmp_path / "prefix")
+    assert installed.returncode == INTEGRITY_EXIT and "b/zeros" in installed.stderr
+    assert not (tmp_path / "prefix" / ".bundle.incoming").exists()
+
+
+def test_the_unpacked_total_is_capped(tmp_path: Path) -> None:
+    archive = _evil_tar(tmp_path / "big.tar", (_member("b/big.bin"), bytes(300_000)))
+    cmd = [sys.executable, "-I", "-S", str(ARCHIVE_PY), "unpack", str(archive)]
+    done = subprocess.run(
+        [*cmd, "--dest", str(tmp_path / "dest"), "--max-unpacked-size", "200K"],
+        capture_output=True,
+        text=True,
     )
-    with pytest.raises(IntegrityError, match="resolve outside"):
+    assert done.returncode == INTEGRITY_EXIT
+    assert "300002 bytes, more than --max-unpacked-size (204800 bytes)" in done.stderr
+    assert not (tmp_path / "dest").exists()
+    cli = subprocess.run(
+        [
+            *cmd[:1],
+            "-m",
+            "offline",
+            "bundle",
+            "unpack",
+            str(archive),
+            "--dest",
+            str(tmp_path / "dest"),
+            "--max-unpacked-size",
+            "0.1M",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == INTEGRITY_EXIT and "--max-unpacked-size (104857" in cli.stderr
+    assert not (tmp_path / "dest").exists()
+    assert unpack(archive, tmp_path / "dest", max_size=parse_size("1M")).written == 2
+
+
+def _cut(archive: Path, keep: int) -> Path:
+    out = archive.with_name(f"cut-{keep}.tar")
+    out.write_bytes(archive.read_bytes()[:keep])
+    return out
+
+
+def _unreadable(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Archives that are no tar, or not all of one; each with words the error must hold."""
+    whole = _evil_tar(tmp_path / "whole.tar", (_member("b/data.bin"), os.urandom(4000)))
+    with tarfile.open(whole) as tar:
+        last = tar.getmember("b/data.bin")
+    end = last.offset_data + 4096  # where the end-of-archive marker starts
+    garbage = bytearray(whole.read_bytes())
+    garbage[last.offset : last.offset + 512] = os.urandom(512)
+    (tmp_path / "garbage.tar").write_bytes(bytes(garbage))
+    (tmp_path / "empty.tar").write_bytes(b"")
+    (tmp_path / "text.tar").write_text("this is not an archive\n" * 100)
+    (tmp_path / "zip.tar").write_bytes(b"PK\x03\x04" + os.urandom(2000))
+    return {
+        "inside-data": (_cut(whole, 3000), "cut short"),
+        "no-end-marker": (_cut(whole, end), "cut short"),
+        "half-an-end-marker": (_cut(whole, end + 256), "cut short"),
+        "inside-a-header": (_cut(whole, last.offset + 100), "no readable member header"),
+        "garbage-header": (tmp_path / "garbage.tar", "no readable member header"),
+        "empty": (tmp_path / "empty.tar", "not a tar archive"),
+        "text": (tmp_path / "text.tar", "not a tar archive"),
+        "zip": (tmp_path / "zip.tar", "not a tar archive"),
+    }
+
+
+def test_unreadable_archives_are_named_by_both_front_ends(
+    tmp_path: Path, signed_bundle: SignedBundle
+) -> None:
+    for case, (archive, words) in _unreadable(tmp_path).items():
+        dest = tmp_path / f"dest-{case}"
+        done = cli_unpack(archive, dest)
+        assert done.returncode == INTEGRITY_EXIT, (case, done.stderr)
+        assert archive.name in done.stderr and words in done.stderr, (case, done.stderr)
+        assert "Traceback" not in done.stderr and not dest.exists()
+        prefix = tmp_path / f"prefix-{case}"
+        installed = bash_install(archive, signed_bundle.pub, prefix)
+        assert installed.returncode == INTEGRITY_EXIT, (case, installed.stderr)
+        assert archive.name in installed.stderr and words in installed.stderr
+        assert "Traceback" not in installed.stderr
+        assert_nothing_installed(prefix)
+        assert not (prefix / ".bundle.incoming").exists()
+
+
+def test_a_destination_holding_a_symlink_is_refused(tmp_path: Path) -> None:
+    """A prepared DEST whose subdirectory leads elsewhere is never written through."""
+    archive = _evil_tar(tmp_path / "ok.tar", (_member("b/sub/file"), b"x"))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "sub").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(IntegrityError, match="already holds symlinks"):
         unpack(archive, tmp_path / "dest")
-    assert not any(p.is_symlink() for p in (tmp_path / "dest").rglob("*"))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_bundle_archives_hold_no_links(tmp_path: Path) -> None:
+    """A hard-linked file in the bundle directory goes into the archive as a file of its own."""
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    (bundle / "wheels" / "a.whl").write_bytes(b"wheel")
+    os.link(bundle / "wheels" / "a.whl", bundle / "wheels" / "b.whl")
+    index = write_parts(bundle, tmp_path / "parts", "bundle-1", 1 << 20, 0)
+    result = unpack(index, tmp_path / "dest")
+    assert result.written == 2
+    assert (tmp_path / "dest" / "wheels" / "b.whl").read_bytes() == b"wheel"
 
 
 def _snapshot(root: Path, skip: Path) -> dict[str, tuple[str, int, str]]:
@@ -202,98 +341,153 @@ def _snapshot(root: Path, skip: Path) -> dict[str, tuple[str, int, str]]:
     return seen
 
 
-def test_a_link_chain_cannot_replace_a_file_outside(tmp_path: Path) -> None:
-    """``p -> .`` and ``p/q -> ..`` look harmless one by one; a hard link written through
-    ``p/q`` would then replace a file beside DEST."""
-    (tmp_path / "victim").write_text("untouched")
-    before = _snapshot(tmp_path, tmp_path / "dest")
-    archive = _evil_tar(
-        tmp_path / "chain.tar",
-        (_member("b/p", tarfile.SYMTYPE, "."), None),
-        (_member("b/p/q", tarfile.SYMTYPE, ".."), None),
-        (_member("b/p/q/victim", tarfile.LNKTYPE, "b/ok.txt"), None),
-    )
-    with pytest.raises(IntegrityError, match="outside"):
-        unpack(archive, tmp_path / "dest")
-    assert _snapshot(tmp_path, tmp_path / "dest") == {
-        **before,
-        str(tmp_path / "chain.tar"): _snapshot(tmp_path, tmp_path / "dest")[
-            str(tmp_path / "chain.tar")
-        ],
-    }
-    assert not any(p.is_symlink() for p in (tmp_path / "dest").rglob("*"))
+# Member sequences: links of both kinds in any order, names through earlier links, a directory
+# later replaced by a link, duplicates, absolute names (``@`` becomes the sentinel root),
+# devices, sparse members and archives cut short. The regression cases come first.
+_CHAIN = [
+    ("p", tarfile.SYMTYPE, "."),
+    ("p/q", tarfile.SYMTYPE, ".."),
+    ("p/q/victim", tarfile.LNKTYPE, "ok.txt"),
+]
+_NAMES = [
+    "a",
+    "a/b",
+    "p",
+    "p/q",
+    "p/q/victim",
+    "ok.txt",
+    "victim",
+    "../victim",
+    "@/victim",
+    "c/../../x",
+]
+_TARGETS = [".", "..", "a", "p/q", "../victim", "@/victim", "ok.txt", "a/.."]
+_KINDS = [
+    tarfile.REGTYPE,
+    tarfile.REGTYPE,
+    tarfile.DIRTYPE,
+    tarfile.SYMTYPE,
+    tarfile.LNKTYPE,
+    tarfile.CHRTYPE,
+    tarfile.FIFOTYPE,
+    tarfile.GNUTYPE_SPARSE,
+]
+_MEMBERS = st.lists(
+    st.one_of(
+        st.sampled_from(_CHAIN),
+        st.tuples(st.sampled_from(_NAMES), st.sampled_from(_KINDS), st.sampled_from(_TARGETS)),
+    ),
+    min_size=1,
+    max_size=6,
+)
+_SAFE_KINDS = (tarfile.REGTYPE, tarfile.DIRTYPE)
 
 
-# Members that each look harmless; in some orders they reach outside DEST (``p -> .`` then
-# ``p/q -> ..`` makes ``p/q/...`` a path beside DEST). Random ones mix in.
-_STEPS = st.sampled_from(
-    [
-        ("p", tarfile.SYMTYPE, "."),
-        ("p/q", tarfile.SYMTYPE, ".."),
-        ("p/q/victim", tarfile.LNKTYPE, "ok.txt"),
-        ("p/q/victim", tarfile.SYMTYPE, "ok.txt"),
-        ("p/q/a/kept", tarfile.LNKTYPE, "ok.txt"),
-        ("a", tarfile.SYMTYPE, "p/q"),
-        ("a/victim", tarfile.LNKTYPE, "ok.txt"),
-        ("c", tarfile.SYMTYPE, "a/.."),
-        ("c/victim", tarfile.SYMTYPE, "."),
-        ("h", tarfile.LNKTYPE, "p/q/victim"),
-    ]
-)
-_ANY = st.tuples(
-    st.sampled_from(["a", "b", "a/b", "c", "p", "p/q", "p/q/r", "victim"]),
-    st.sampled_from([tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.REGTYPE]),
-    st.sampled_from([".", "..", "a", "a/..", "b/..", "p/q", "../victim", "c/..", "ok.txt"]),
-)
-_LINKS = st.lists(st.one_of(_STEPS, _STEPS, _STEPS, _ANY), min_size=1, max_size=6)
+def _hostile_archive(root: Path, members: list[tuple[str, bytes, str]], cut: int) -> Path:
+    built: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    for name, kind, target in members:
+        name, target = name.replace("@", str(root)), target.replace("@", str(root))
+        full = name if name.startswith("/") else f"b/{name}"
+        if kind == tarfile.GNUTYPE_SPARSE:
+            built.append((_sparse(full, 1 << 30), b"x"))
+            continue
+        link = f"b/{target}" if kind == tarfile.LNKTYPE else target
+        data = b"data" if kind == tarfile.REGTYPE else None
+        built.append(
+            (_member(full, kind, link if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""), data)
+        )
+    archive = _evil_tar(root / "hostile.tar", *built)
+    if cut:
+        archive.write_bytes(archive.read_bytes()[: -cut * 512])
+    return archive
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(links=_LINKS)
-@example(
-    links=[
-        ("p", tarfile.SYMTYPE, "."),
-        ("p/q", tarfile.SYMTYPE, ".."),
-        ("p/q/victim", tarfile.LNKTYPE, "ok.txt"),
-    ]
-)
-def test_no_sequence_of_links_touches_anything_outside(
-    tmp_path_factory: pytest.TempPathFactory, links: list[tuple[str, bytes, str]]
-) -> None:
-    """Whatever the members, unpacked in order: nothing beside DEST is created, replaced or
-    deleted, and when the archive is refused no symlink is left in DEST."""
-    root = tmp_path_factory.mktemp("chain")
+def _sentinels(root: Path) -> None:
     (root / "victim").write_text("untouched")
     (root / "a").mkdir()
     (root / "a" / "kept").write_text("untouched too")
-    members = []
-    for name, kind, target in links:
-        link = f"b/{target}" if kind == tarfile.LNKTYPE else target
-        members.append(
-            (_member(f"b/{name}", kind, link), b"data" if kind == tarfile.REGTYPE else None)
-        )
-    archive = _evil_tar(root / "chain.tar", *members)
+
+
+def _check_outcome(
+    root: Path,
+    dest: Path,
+    before: dict[str, tuple[str, int, str]],
+    code: int,
+    members: list[tuple[str, bytes, str]],
+    out: str,
+) -> None:
+    assert "Traceback" not in out, out
+    assert _snapshot(root, dest) == before  # nothing beside DEST created, changed or removed
+    if any(kind not in _SAFE_KINDS for _, kind, _ in members):
+        assert code == INTEGRITY_EXIT, out
+
+
+_FRONT_ENDS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(members=_MEMBERS, cut=st.sampled_from([0, 0, 0, 1, 2, 21]))
+@example(members=_CHAIN, cut=0)
+def test_no_member_sequence_touches_anything_outside(
+    tmp_path_factory: pytest.TempPathFactory, members: list[tuple[str, bytes, str]], cut: int
+) -> None:
+    """Library: refused (nothing written) or unpacked as plain files and directories."""
+    root = tmp_path_factory.mktemp("hostile")
+    _sentinels(root)
+    archive = _hostile_archive(root, members, cut)
     before = _snapshot(root, root / "dest")
     try:
         unpack(archive, root / "dest")
-    except IntegrityError:
-        assert not any(p.is_symlink() for p in (root / "dest").rglob("*"))
-    except (OfflineError, OSError):
-        pass  # members that contradict each other (a file where a directory must go)
-    assert _snapshot(root, root / "dest") == before
+    except IntegrityError as exc:
+        _check_outcome(root, root / "dest", before, INTEGRITY_EXIT, members, exc.message)
+        assert not (root / "dest").exists()
+        return
+    _check_outcome(root, root / "dest", before, 0, members, "")
+    for path in (root / "dest").rglob("*"):
+        assert not path.is_symlink() and (path.is_file() or path.is_dir())
 
 
-def test_inside_links_are_kept(tmp_path: Path) -> None:
-    archive = _evil_tar(
-        tmp_path / "links.tar",
-        (_member("b/alias.txt", tarfile.SYMTYPE, "ok.txt"), None),
-        (_member("b/hard.txt", tarfile.LNKTYPE, "b/ok.txt"), None),
-    )
-    unpack(archive, tmp_path / "dest")
-    assert (tmp_path / "dest" / "alias.txt").read_text() == "ok"
-    assert (tmp_path / "dest" / "hard.txt").read_text() == "ok"
+@_FRONT_ENDS
+@given(members=_MEMBERS, cut=st.sampled_from([0, 0, 1, 21]))
+@example(members=_CHAIN, cut=0)
+def test_no_member_sequence_gets_past_the_cli(
+    tmp_path_factory: pytest.TempPathFactory, members: list[tuple[str, bytes, str]], cut: int
+) -> None:
+    root = tmp_path_factory.mktemp("hostile-cli")
+    _sentinels(root)
+    archive = _hostile_archive(root, members, cut)
+    before = _snapshot(root, root / "dest")
+    done = cli_unpack(archive, root / "dest")
+    assert done.returncode in (0, INTEGRITY_EXIT), done.stderr
+    _check_outcome(root, root / "dest", before, done.returncode, members, done.stderr)
+    if done.returncode:
+        assert not (root / "dest").exists()
+
+
+@_FRONT_ENDS
+@given(members=_MEMBERS, cut=st.sampled_from([0, 0, 1, 21]))
+@example(members=_CHAIN, cut=0)
+def test_no_member_sequence_gets_past_the_installer(
+    tmp_path_factory: pytest.TempPathFactory,
+    signed_bundle: SignedBundle,
+    members: list[tuple[str, bytes, str]],
+    cut: int,
+) -> None:
+    """install-offline.sh as root: a member refused, or an archive without a signature."""
+    root = tmp_path_factory.mktemp("hostile-sh")
+    _sentinels(root)
+    archive = _hostile_archive(root, members, cut)
+    prefix = root / "prefix"
+    before = _snapshot(root, prefix)
+    done = bash_install(archive, signed_bundle.pub, prefix)
+    assert done.returncode == INTEGRITY_EXIT, done.stderr  # never signed: nothing gets through
+    _check_outcome(root, prefix, before, done.returncode, members, done.stderr)
+    assert_nothing_installed(prefix)
+    assert not (prefix / ".bundle.incoming").exists()
 
 
 @contextmanager
