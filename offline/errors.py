@@ -11,6 +11,7 @@ OfflineError                      exit 1   base class; message says what, where,
 ├── DataError                     exit 10  a dataset cannot be read or fails a validation check
 ├── TrainingError                 exit 11  a training guard stopped the run (NaN, loss spike, OOM)
 ├── GateError                     exit 12  an exported artifact failed the deployment gate
+├── DowngradeError                exit 13  a bundle older than the installed one (replay, rollback)
 └── DoctorError                   exit 2   deepseek-doctor itself could not run (bad options)
 
 Usage errors (bad command-line syntax) exit 2; an unexpected crash exits 70.
@@ -73,6 +74,10 @@ class GateError(OfflineError):
     exit_code = 12
 
 
+class DowngradeError(OfflineError):
+    exit_code = 13
+
+
 class DoctorError(OfflineError):
     exit_code = 2
 
@@ -86,6 +91,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DoctorError",
+    "DowngradeError",
     "GateError",
     "IntegrityError",
     "NetworkError",

@@ -3,14 +3,16 @@
 # python3 (standard library); nothing is downloaded.
 #
 #   install-offline.sh BUNDLE --pubkey TRUSTED.pub.pem [--prefix /opt/deepseek-offline]
-#                      [--env NAME]... [--python python3] [--no-doctor]
+#                      [--env NAME]... [--python python3] [--no-doctor] [--allow-downgrade]
+#                      [--max-unpacked-size SIZE]
 #
 # BUNDLE is a bundle directory, NAME.tar, NAME.parts.json, or a directory holding the volumes.
 # Steps: check the volumes -> unpack -> check the signature with the TRUSTED key (given out of
 # band) -> check every file against the signed manifest (sha256sum -c) -> venvs -> pip install
 # --no-index --require-hashes from the bundle -> the toolkit -> offline settings -> doctor.
-# Nothing is installed from a bundle that fails a check. Re-running after an interruption
-# finishes the job. Exit codes: 2 usage, 3 config, 4 not found, 7 integrity, 8 disk, 9 tool.
+# Nothing is installed from a bundle that fails a check. A bundle older than the installed one
+# (a replay) is refused unless --allow-downgrade. Re-running after an interruption finishes the
+# job. Exit codes: 2 usage, 3 config, 4 not found, 7 integrity, 8 disk, 9 tool, 13 downgrade.
 set -Eeuo pipefail
 umask 022
 
@@ -20,6 +22,8 @@ PUBKEY=""
 BUNDLE=""
 ENVS=()
 RUN_DOCTOR=1
+ALLOW_DOWNGRADE=()
+MAX_UNPACKED=()
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 say() { printf '==> %s\n' "$*"; }
@@ -28,7 +32,7 @@ die() { # die EXIT_CODE MESSAGE [FIX]
     [[ -n ${3:-} ]] && printf '  fix: %s\n' "$3" >&2
     exit "$1"
 }
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
     case $1 in
@@ -37,6 +41,8 @@ while (($#)); do
         --env) ENVS+=("${2:?--env needs a name}"); shift 2 ;;
         --python) PYTHON=${2:?--python needs an interpreter}; shift 2 ;;
         --no-doctor) RUN_DOCTOR=0; shift ;;
+        --allow-downgrade) ALLOW_DOWNGRADE=(--allow-downgrade); shift ;;
+        --max-unpacked-size) MAX_UNPACKED=(--max-unpacked-size "${2:?--max-unpacked-size needs a size}"); shift 2 ;;
         -h | --help) usage; exit 0 ;;
         -*) usage >&2; die 2 "unknown option $1" ;;
         *) [[ -z $BUNDLE ]] || die 2 "one BUNDLE only (got $BUNDLE and $1)"; BUNDLE=$1; shift ;;
@@ -76,14 +82,15 @@ trap 'rm -rf "$LOCK"' EXIT
 
 py() { "$PYTHON" -I "$@"; }
 
-find_helper() {
+find_helper() { # find_helper NAME: offline-NAME.py beside this script, or in a source checkout
     local candidate
-    for candidate in "$HERE/offline-archive.py" "$HERE/../offline/bundle/archive.py"; do
+    for candidate in "$HERE/offline-$1.py" "$HERE/../offline/bundle/$1.py"; do
         [[ -f $candidate ]] && { echo "$candidate"; return; }
     done
-    die 4 "offline-archive.py (the volume and archive checker) is not next to $0" \
-        "use the install-offline.sh that came with the volumes, or a toolkit source checkout"
+    die 4 "offline-$1.py (a stdlib-only helper of this installer) is not next to $0" \
+        "use the install-offline.sh that came with the bundle, or a toolkit source checkout"
 }
+RECORDER=$(find_helper installed) || exit $?
 
 # --- 1. the bundle's files, in a staging directory ------------------------------------------
 if [[ -d $BUNDLE && -f $BUNDLE/manifest.json ]]; then
@@ -99,10 +106,10 @@ if [[ -d $BUNDLE && -f $BUNDLE/manifest.json ]]; then
         STAGE=$INCOMING
     fi
 else
-    helper=$(find_helper) || exit $?
+    helper=$(find_helper archive) || exit $?
     say "checking the volumes and unpacking $BUNDLE into $INCOMING"
     # Volume and member problems are reported by name; a full disk keeps what was unpacked.
-    py "$helper" unpack "$BUNDLE" --dest "$INCOMING" || exit $?
+    py "$helper" unpack "$BUNDLE" --dest "$INCOMING" "${MAX_UNPACKED[@]}" || exit $?
     STAGE=$INCOMING
 fi
 
@@ -192,6 +199,13 @@ ARCH=$(uname -m)
     die 3 "this host is $ARCH but the bundle is built for: $PLATFORMS" \
         "build a bundle for this platform on the connected side"
 
+# An older bundle, however well signed, does not replace a newer one (a replay).
+if [[ $STAGE == "$INCOMING" ]]; then
+    rc=0
+    py "$RECORDER" check "$PREFIX" "$STAGE/manifest.json" "${ALLOW_DOWNGRADE[@]}" || rc=$?
+    if ((rc)); then rm -rf "$INCOMING"; exit "$rc"; fi
+fi
+
 if [[ $STAGE == "$INCOMING" ]]; then
     if [[ -d $FINAL ]]; then
         rm -rf "$PREFIX/.bundle.old" && mv "$FINAL" "$PREFIX/.bundle.old"
@@ -279,13 +293,8 @@ printf '[global]\nindex-url = file://%s/simple\nno-input = true\ndisable-pip-ver
 cp "$PUBKEY" "$PREFIX/etc/trusted.pub.pem"
 if [[ -d $FINAL/models ]]; then ln -sfn bundle/models "$PREFIX/models"; fi
 
-manifest_sha=$(sha256sum "$FINAL/manifest.json" | cut -d' ' -f1)
-py -c 'import json, sys, time
-json.dump({"bundle": sys.argv[1], "manifest_sha256": sys.argv[2], "envs": sys.argv[3].split(),
-           "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-          open(sys.argv[4], "w"), indent=2)' \
-    "$NAME" "$manifest_sha" "${ENVS[*]}" "$PREFIX/.installed.json.tmp"
-mv "$PREFIX/.installed.json.tmp" "$PREFIX/installed.json"
+py "$RECORDER" record "$PREFIX" "$FINAL/manifest.json" --signer "$(der_sha "$PUBKEY")" \
+    --envs "${ENVS[*]}" || die 8 "writing $PREFIX/installed.json failed (disk full?)"
 say "installed $NAME into $PREFIX"
 echo "    activate:  source $PREFIX/envs/${ENVS[0]:-toolkit}/bin/activate"
 

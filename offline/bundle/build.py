@@ -313,11 +313,12 @@ class _Stager:
 
 
 def _installer_files() -> dict[str, Path]:
-    """The isolated host's installer and its stdlib-only archive checker, by their bundle name."""
+    """The isolated host's installer and its stdlib-only helpers, by their bundle name."""
     package = Path(__file__).resolve().parent
     return {
         "install-offline.sh": package.parents[1] / "scripts" / "install-offline.sh",
         "offline-archive.py": package / "archive.py",
+        "offline-installed.py": package / "installed.py",
     }
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
+from offline.bundle.installed import read_record
 from offline.doctor.context import Context
 from offline.doctor.model import Check, Result, passed, problem, skipped
 from offline.fsutil import sha256_file, sha256_many
@@ -111,14 +111,24 @@ def installed(context: Context) -> Result:
             f"{record} is missing: install-offline.sh did not finish here",
             "re-run install-offline.sh; it finishes an interrupted install",
         )
-    data = json.loads(record.read_text())
+    data = read_record(record.parent) or {}
     actual = sha256_file(context.bundle / "manifest.json")
     if data.get("manifest_sha256") != actual:
         return problem(
             "the bundle changed since the envs were installed (apply-diff without reinstall?)",
             "install-offline.sh PREFIX/bundle --pubkey KEY --prefix PREFIX",
         )
-    return passed(f"installed {data.get('installed')}: {data.get('bundle')}", envs=data.get("envs"))
+    signer = data.get("signer_sha256") or "not recorded (installed by an older installer)"
+    return passed(
+        f"{data.get('name')} {data.get('version')}, built {data.get('created') or 'unknown'}, "
+        f"installed {data.get('installed')}, signed by key sha256:{signer}",
+        name=data.get("name"),
+        version=data.get("version"),
+        built=data.get("created"),
+        installed=data.get("installed"),
+        signer_sha256=data.get("signer_sha256"),
+        envs=data.get("envs"),
+    )
 
 
 def checks(context: Context) -> list[Check]:
