@@ -428,7 +428,7 @@ def _finish(
         "created": created,
         "toolkit_version": __version__,
         "bundle": spec.bundle.model_dump(),
-        "target": spec.target.model_dump(),
+        "target": spec.target.model_dump(exclude_none=True),
         "spec_sha256": sha256_bytes(loaded.text.encode()),
         "envs": staged.envs,
         "toolkit_wheel": staged.toolkit_wheel,

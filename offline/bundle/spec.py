@@ -32,10 +32,40 @@ class BundleInfo(_Strict):
         return value
 
 
+# The pre-PEP 600 names pip's documentation still shows, and the glibc each one means.
+LEGACY_PLATFORMS = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
+_LEGACY_PLATFORM = re.compile(r"^(manylinux2014|manylinux2010|manylinux1)_(x86_64|aarch64)$")
+
+
+def pep600_platform(tag: str) -> str:
+    """``manylinux2014_x86_64`` → ``manylinux_2_17_x86_64``; any other tag as it is."""
+    match = _LEGACY_PLATFORM.match(tag)
+    if match is None:
+        return tag
+    major, minor = LEGACY_PLATFORMS[match[1]]
+    return f"manylinux_{major}_{minor}_{match[2]}"
+
+
 class Target(_Strict):
     python: str = "3.11"
     platforms: list[str] = Field(min_length=1)
     implementation: Literal["cp"] = "cp"
+    # The tags as the spec wrote them, when a legacy alias was translated (the manifest keeps both).
+    platforms_as_written: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("platforms"), list):
+            return data
+        written = data["platforms"]
+        translated = [pep600_platform(p) if isinstance(p, str) else p for p in written]
+        data = {k: v for k, v in data.items() if k != "platforms_as_written"}
+        return {
+            **data,
+            "platforms": translated,
+            "platforms_as_written": list(written) if translated != written else None,
+        }
 
     @field_validator("python")
     @classmethod
@@ -51,7 +81,7 @@ class Target(_Strict):
         if bad:
             raise ValueError(
                 f"unsupported platform tag(s) {bad}; use e.g. 'manylinux_2_28_x86_64' "
-                "or 'manylinux_2_28_aarch64'"
+                "or 'manylinux_2_28_aarch64' (or a legacy alias such as 'manylinux2014_x86_64')"
             )
         return value
 

@@ -160,6 +160,21 @@ def test_aarch64_and_multi_platform(make_spec: SpecFactory, tmp_path: Path) -> N
     assert delta.count("--hash=sha256:") == 2
 
 
+def test_legacy_platform_tag_from_pips_documentation(
+    make_spec: SpecFactory, tmp_path: Path
+) -> None:
+    """``manylinux2014_x86_64`` is glibc 2.17: the bundle carries the 2.17 wheel and the manifest
+    records both names."""
+    out = tmp_path / "legacy"
+    build(make_spec(platforms=("manylinux2014_x86_64",)), out, cache_dir=tmp_path / "c")
+    assert [p.name for p in (out / "wheels").glob("delta-*")] == [
+        "delta-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+    ]
+    target = json.loads((out / "manifest.json").read_text())["target"]
+    assert target["platforms"] == ["manylinux_2_17_x86_64"]
+    assert target["platforms_as_written"] == ["manylinux2014_x86_64"]
+
+
 def _no_leftovers(parent: Path) -> list[str]:
     return [p.name for p in parent.iterdir() if ".building-" in p.name]
 

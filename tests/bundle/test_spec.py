@@ -70,3 +70,27 @@ def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
         parse_spec("[bundle\n", tmp_path / "s.toml")
     with pytest.raises(NotFoundError, match="not found"):
         load_spec(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("legacy", "pep600"),
+    [
+        ("manylinux2014_x86_64", "manylinux_2_17_x86_64"),
+        ("manylinux2014_aarch64", "manylinux_2_17_aarch64"),
+        ("manylinux2010_x86_64", "manylinux_2_12_x86_64"),
+        ("manylinux1_x86_64", "manylinux_2_5_x86_64"),
+    ],
+)
+def test_legacy_platform_aliases_mean_their_pep600_tags(
+    tmp_path: Path, legacy: str, pep600: str
+) -> None:
+    loaded = parse_spec(GOOD.replace("manylinux_2_28_x86_64", legacy), tmp_path / "s.toml")
+    assert loaded.spec.target.platforms == [pep600]
+    assert loaded.spec.target.platforms_as_written == [legacy]
+
+
+def test_pep600_tags_are_kept_as_written(tmp_path: Path) -> None:
+    target = parse_spec(GOOD, tmp_path / "s.toml").spec.target
+    assert target.platforms == ["manylinux_2_28_x86_64"]
+    assert target.platforms_as_written is None
+    assert "platforms_as_written" not in target.model_dump(exclude_none=True)
