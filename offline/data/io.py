@@ -2,7 +2,8 @@
 
 Rows that cannot become a record are not dropped and do not stop the run: each comes back as a
 :class:`Quarantined` row (source, the raw row, the reason, a category) for the ledger. Only a file
-that cannot be read at all raises :class:`~offline.errors.DataError`, naming the file (and line).
+that cannot be read at all raises :class:`~offline.errors.DataError`, naming the file (and line);
+a file in the wrong encoding is one (see :mod:`offline.data.decode` for encodings and BOMs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from offline.data.decode import Decoding, drop_bom, open_text, printable, scan
 from offline.data.params import Dataset
 from offline.data.records import schema_for
 from offline.errors import DataError, NotFoundError
@@ -216,68 +218,59 @@ class _Builder:
 
 
 def _jsonl_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> Iterator[None]:
-    with path.open("rb") as fh:
+    encoding = builder.ds.encoding
+    decoding = Decoding(label, builder.name, encoding)
+    with open_text(path, encoding, newline="\n") as fh:
         for lineno, raw in enumerate(fh, 1):
             source = f"{label}:{lineno}"
-            line = raw.rstrip(b"\r\n")
+            line = drop_bom(raw, lineno).rstrip("\r\n")
             if not line.strip():
                 continue
-            if len(line) > max_bytes:
-                preview = line[:2048].decode("utf-8", "backslashreplace")
+            size = len(line.encode("utf-8", "surrogateescape"))
+            if size > max_bytes:
                 builder.reject(
                     source,
-                    preview + f"... [{len(line)} bytes, truncated in the ledger]",
-                    f"oversized: {len(line)} bytes > max_record_bytes {max_bytes}",
+                    printable(line[:2048], encoding)
+                    + f"... [{size} bytes, truncated in the ledger]",
+                    f"oversized: {size} bytes > max_record_bytes {max_bytes}",
                     OVERSIZED,
                 )
-                yield
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                builder.reject(
-                    source,
-                    line.decode("utf-8", "backslashreplace"),
-                    f"invalid UTF-8: at byte {exc.start}",
-                    MALFORMED,
-                )
-                yield
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                builder.reject(
-                    source, text, f"invalid JSON: {exc.msg} at column {exc.colno}", MALFORMED
-                )
-                yield
-                continue
-            builder.add(row, source, text)
+            elif bad := decoding.check(line, lineno):
+                builder.reject(source, printable(line, encoding), bad, MALFORMED)
+            else:
+                _json_row(line, source, builder)
             yield
+    decoding.judge()
+
+
+def _json_row(text: str, source: str, builder: _Builder) -> None:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        builder.reject(source, text, f"invalid JSON: {exc.msg} at column {exc.colno}", MALFORMED)
+        return
+    builder.add(row, source, text)
 
 
 def _csv_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> Iterator[None]:
-    with path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
+    encoding = builder.ds.encoding
+    decoding = Decoding(label, builder.name, encoding)
+    with open_text(path, encoding, newline="") as fh:
+        reader = csv.reader(drop_bom(line, n) for n, line in enumerate(fh, 1))
+        header = _csv_header(path, reader, decoding)
+        if header is None:
             return
-        except csv.Error as exc:
-            raise DataError(f"{path}: cannot read the CSV header: {exc}") from None
         while True:
             try:
                 cells = next(reader)
             except StopIteration:
-                return
+                break
             except csv.Error as exc:
                 raise DataError(f"{path}:{reader.line_num}: {exc}") from None
             source = f"{label}:{reader.line_num}"
             original = _csv_line(cells)
-            if any(_has_surrogate(c) for c in cells):
-                fixed = original.encode("utf-8", "surrogateescape").decode(
-                    "utf-8", "backslashreplace"
-                )
-                builder.reject(source, fixed, "invalid UTF-8: in a cell", MALFORMED)
+            if bad := decoding.check(original, reader.line_num):
+                builder.reject(source, printable(original, encoding), bad, MALFORMED)
             elif len(original.encode("utf-8")) > max_bytes:
                 builder.reject(
                     source,
@@ -295,16 +288,26 @@ def _csv_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> Iter
             else:
                 builder.add(dict(zip(header, cells, strict=True)), source, original)
             yield
+    decoding.judge()
+
+
+def _csv_header(path: Path, reader: Iterator[list[str]], decoding: Decoding) -> list[str] | None:
+    """The header row (None for an empty file); column names that do not decode stop the read."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot read the CSV header: {exc}") from None
+    if decoding.check(_csv_line(header), 1):
+        raise decoding.error()
+    return header
 
 
 def _csv_line(cells: list[str]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="").writerow(cells)
     return buf.getvalue()
-
-
-def _has_surrogate(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _parquet_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> Iterator[None]:
@@ -346,5 +349,8 @@ def read_dataset(
                     yield builder.flush()
         except OSError as exc:
             raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            # Even surrogateescape cannot map some codecs' bad input (utf-16 halves).
+            raise scan(path, label, name, ds.encoding) from None
     if len(builder) or builder.quarantined:
         yield builder.flush()

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from offline.data.decode import check_encoding
 from offline.data.steps import REGISTRY as STEP_REGISTRY
 from offline.data.steps.conversation import ConversationParams
 from offline.data.steps.dedup import ExactDedupParams, NearDedupParams
@@ -60,7 +61,14 @@ class Dataset(_Strict):
     path: str
     kind: Literal["text", "instruction", "conversation", "tabular"]
     format: Format = "auto"
+    # utf-8 also reads a leading byte-order mark; other files name their codec (gb18030, ...).
+    encoding: str = "utf-8"
     columns: Columns = Columns()
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        return check_encoding(name)
 
 
 class ValidateParams(_Strict):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from offline.data.decode import scan, text_codec
 from offline.data.io import MALFORMED, Quarantined, dataset_files
 from offline.data.params import Dataset, TabularParams
 from offline.errors import ConfigError, DataError
@@ -34,17 +35,20 @@ def _read(root: Path, name: str, ds: Dataset) -> pd.DataFrame:
     frames = []
     for path, fmt in dataset_files(root, name, ds):
         label = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        codec = text_codec(ds.encoding)
         try:
             if fmt == "csv":
-                frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=codec)
                 first_line = 2  # line 1 is the header
             elif fmt == "parquet":
                 frame = pd.read_parquet(path).astype(str)
                 first_line = 1
             else:
-                frame = pd.read_json(path, lines=True, dtype=False).astype(str)
+                frame = pd.read_json(path, lines=True, dtype=False, encoding=codec).astype(str)
                 first_line = 1
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise scan(path, label, name, ds.encoding) from None
+        except (OSError, ValueError) as exc:
             raise DataError(f"{label}: cannot read as {fmt}: {exc}") from None
         frame.insert(0, "source", [f"{label}:{i + first_line}" for i in range(len(frame))])
         frames.append(frame)

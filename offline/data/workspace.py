@@ -35,7 +35,8 @@ OFFLINE_ENV = {"DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATER": "1", "HF_HUB_OFFLINE":
 PARAMS_HEADER = """\
 # deepseek-offline workspace parameters. Every key is listed with its default; DVC tracks the
 # sections each stage reads (see dvc.yaml), so changing one re-runs only what depends on it.
-# Paths are relative to this directory.
+# Paths are relative to this directory. datasets.<name>.encoding: utf-8 (a BOM is fine) or the
+# file's codec (gb18030, big5, cp1252, utf-16, ...).
 """
 
 GITIGNORE = """\
