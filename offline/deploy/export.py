@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from offline.errors import ConfigError, GateError, NotFoundError, ToolError
+from offline.redact import redact, redact_tree
 
 FORMATS = ("torchscript", "pt2", "tvm")
 TARGETS = ("x86_64", "aarch64")
@@ -574,8 +575,7 @@ def export(
         "eager": asdict(eager),
         "artifacts": [asdict(a) for a in artifacts],
     }
-    (tmp / "export_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (tmp / "EXPORT_CARD.md").write_text(card_markdown(card))
+    write_card(tmp, card)
     failed = [a for a in artifacts if a.failed]
     if failed:
         rejected = out.with_name(f"{out.name}.rejected")
@@ -629,7 +629,7 @@ def package(directory: Path, name: str, target: str) -> Path:
     requirements = shipped_dir("bundle") / "requirements" / "edge-aarch64.in"
     (directory / "runtime-requirements.txt").write_text(
         f"# What the device needs ({target}); bundle/edge-aarch64.toml carries the aarch64"
-        " wheels across the gap\n" + requirements.read_text()
+        " wheels across the gap\n" + redact(requirements.read_text())
     )
     files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.endswith(".tar"))
     manifest = {
@@ -648,6 +648,15 @@ def package(directory: Path, name: str, target: str) -> Path:
             with path.open("rb") as fh:
                 tar.addfile(info, fh)
     return tar_path
+
+
+def write_card(directory: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Write ``card`` as export_card.json and EXPORT_CARD.md in ``directory``, credentials
+    masked (see ``offline.redact``); returns the card as written."""
+    shown: dict[str, Any] = redact_tree(card)
+    (directory / "export_card.json").write_text(json.dumps(shown, indent=2) + "\n")
+    (directory / "EXPORT_CARD.md").write_text(card_markdown(shown))
+    return shown
 
 
 def card_markdown(card: dict[str, Any]) -> str:

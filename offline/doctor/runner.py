@@ -11,7 +11,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from offline import __version__
 from offline.doctor.context import Context
 from offline.doctor.model import GROUP_ORDER, STATUSES, Check, Finding, Result
 from offline.doctor.registry import all_checks, select
+from offline.redact import redact, redact_tree
 
 SCHEMA_VERSION = 1
 
@@ -89,8 +90,22 @@ def _crashed(check: Check, exc: BaseException, seconds: float) -> Finding:
     )
 
 
+def _shown(finding: Finding) -> Finding:
+    """``finding`` fit for a report: no credential in its text or evidence, whoever wrote it."""
+    return replace(
+        finding,
+        title=redact(finding.title),
+        message=redact(finding.message),
+        evidence=redact_tree(finding.evidence),
+        fix=None if finding.fix is None else redact(finding.fix),
+    )
+
+
 def run_checks(checks: list[Check], context: Context, *, workers: int = 16) -> list[Finding]:
-    """Run ``checks`` at most ``workers`` at a time; results in group order, then by id."""
+    """Run ``checks`` at most ``workers`` at a time; results in group order, then by id.
+
+    Every finding is redacted here (see ``offline.redact``), so no check can print a secret.
+    """
     done: queue.Queue[tuple[int, Finding]] = queue.Queue()
     slots = threading.Semaphore(workers)
     started: dict[int, float] = {}
@@ -131,7 +146,7 @@ def run_checks(checks: list[Check], context: Context, *, workers: int = 16) -> l
             )  # fmt: skip
     order = {g: n for n, g in enumerate(GROUP_ORDER)}
     return sorted(
-        (findings[i] for i in range(len(checks))),
+        (_shown(findings[i]) for i in range(len(checks))),
         key=lambda f: (order.get(f.group, len(order)), f.id),
     )
 

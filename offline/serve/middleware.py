@@ -1,5 +1,5 @@
 """ASGI middleware around every request: the body size limit (413), request metrics, and
-the audit log (one JSON line per request)."""
+the audit log (one JSON line per request, credentials masked: see ``offline.redact``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from offline.redact import redact, redact_tree
 from offline.serve.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -22,6 +23,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CONTENT_LIMIT = 64 * 1024  # characters of request/response kept per audit record
+# redacted beyond the cut too, so a credential that straddles it is masked, not half shown
+_REDACT_SPAN = CONTENT_LIMIT + 4096
+
+
+def _content(raw: bytes) -> str:
+    """A request or response body as the audit log keeps it: cut, credentials masked."""
+    text = raw[: _REDACT_SPAN * 4].decode("utf-8", "replace")[:_REDACT_SPAN]
+    return redact(text)[:CONTENT_LIMIT]
 
 
 class AuditLog:
@@ -151,8 +160,8 @@ class Guard:
             "response_bytes": seen["out"],
             "latency_ms": round(elapsed * 1000, 2),
         }
+        record = redact_tree(record)  # every field, not only the bodies
         if self.audit is not None and self.audit.content:
-            text = b"".join(seen["body"]).decode("utf-8", "replace")
-            record["request"] = text[:CONTENT_LIMIT]
-            record["response"] = b"".join(out_chunks).decode("utf-8", "replace")[:CONTENT_LIMIT]
+            record["request"] = _content(b"".join(seen["body"]))
+            record["response"] = _content(b"".join(out_chunks))
         return record

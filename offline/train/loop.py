@@ -36,6 +36,7 @@ from offline.errors import (
     ResourceError,
     TrainingError,
 )
+from offline.redact import redact, redact_tree
 from offline.train.checkpoint import Channel, Found, read_manifest, step_name, verify
 from offline.train.config import (
     BETAS,
@@ -205,6 +206,15 @@ def _write_failure(exc: Exception, where: Path) -> Exception:
     return OSError(errno.ENOSPC, "no space left on device") if full else exc
 
 
+def write_training_card(directory: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Write ``card`` as ``directory/training_card.json`` with credentials masked (see
+    ``offline.redact``: a config value or an error can carry one); returns it as written."""
+    shown: dict[str, Any] = redact_tree(card)
+    text = json.dumps(shown, indent=2, sort_keys=True) + "\n"
+    (directory / "training_card.json").write_text(text)
+    return shown
+
+
 class Trainer:
     """Everything one rank holds during a run."""
 
@@ -243,14 +253,15 @@ class Trainer:
     def say(self, text: str) -> None:
         if self.rank == 0:
             if self.bar is not None:
-                self.bar.write(text, file=sys.stderr)
+                self.bar.write(redact(text), file=sys.stderr)
             else:
-                sys.stderr.write(text + "\n")
+                sys.stderr.write(redact(text) + "\n")
                 sys.stderr.flush()
 
     def log(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
-            self.jsonl.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+            line = {"time": round(time.time(), 3), **redact_tree(record)}
+            self.jsonl.write(json.dumps(line) + "\n")
             self.jsonl.flush()
 
     def scalar(self, name: str, value: float, step: int) -> None:
@@ -945,8 +956,7 @@ class Trainer:
         tmp.mkdir(parents=True)
         fresh.save_pretrained(tmp, safe_serialization=True)
         self.tok.save_pretrained(tmp)
-        card = self._card(metrics)
-        (tmp / "training_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        write_training_card(tmp, self._card(metrics))
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,7 @@ from offline.doctor.checks import network
 from offline.doctor.context import Context
 from offline.doctor.model import Finding
 from offline.doctor.runner import run_checks
+from offline.redact import without_userinfo
 from tests.fixtures.netns import FAKE_ANSWER, INET_V4, INET_V6, ROOT, FakeInternet, Namespace
 
 NFT_OFFLINE = """table inet filter {
@@ -66,7 +67,7 @@ NO_PROXIES = {v: "" for v in network.PROXY_VARS}
     ],
 )
 def test_proxy_urls_are_shown_without_credentials(url: str, shown: str) -> None:
-    assert network.redact_proxy(url) == shown
+    assert without_userinfo(url) == shown
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,7 @@ from offline.firewall.probes import (
     resolve,
     shown,
 )
+from offline.redact import without_userinfo
 
 NAMES_VAR = "DEEPSEEK_DOCTOR_PROBE_NAMES"
 V4_VAR = "DEEPSEEK_DOCTOR_PROBE_V4"
@@ -382,17 +383,9 @@ def _firewall_policy(context: Context) -> Result:
 # Proxies
 
 
-def redact_proxy(url: str) -> str:
-    """``url`` without the user and password it may carry (everything before the last ``@``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    return scheme + sep + rest.rpartition("@")[2]
-
-
 def proxy_host(url: str) -> str | None:
     """The host a proxy URL points at, or None when there is none to find."""
-    shown = redact_proxy(url)
+    shown = without_userinfo(url)
     hostport = shown.partition("://")[2] if "://" in shown else shown
     hostport = hostport.partition("/")[0]
     if hostport.startswith("["):
@@ -426,7 +419,7 @@ def _where(host: str, timeout: float) -> tuple[str, list[str]]:
 def _proxy_entry(var: str, value: str, timeout: float) -> dict[str, Any]:
     host = proxy_host(value)
     where, addresses = _where(host, timeout) if host else ("no host", [])
-    shown = redact_proxy(value)
+    shown = without_userinfo(value)
     return {"variable": var, "value": shown, "where": where, "addresses": addresses}
 
 
