@@ -28,6 +28,14 @@ AllowPort = Annotated[
     list[str],
     typer.Option("--allow-port", help="One port on a network: CIDR:PORT/tcp or [CIDR]:PORT/udp."),
 ]
+AllowPublic = Annotated[
+    bool,
+    typer.Option(
+        "--allow-public",
+        help="Let the policy reach public addresses (outside private, loopback, link-local "
+        "and ULA space); refused without it.",
+    ),
+]
 Containers = Annotated[
     bool, typer.Option("--containers", help="Hold forwarded (container) traffic to the policy.")
 ]
@@ -52,17 +60,24 @@ def plan_cmd(
     allow_ntp: AllowNtp = [],  # noqa: B006
     allow_port: AllowPort = [],  # noqa: B006
     containers: Containers = False,
+    allow_public: AllowPublic = False,
     backend: BackendOpt = "auto",
 ) -> None:
     """Print the ruleset the policy gives; touches nothing."""
     from offline.firewall import make_policy, plan_text
     from offline.firewall.backend import have
 
-    policy = make_policy(allow, allow_dns, allow_ntp, allow_port, containers)
+    policy = make_policy(allow, allow_dns, allow_ntp, allow_port, containers, allow_public)
     chosen = backend if backend != "auto" else ("nft" if have("nft") else "iptables")
     for note in policy.notes:
         typer.echo(f"note: {note}", err=True)
+    _warn_public(policy.public())
     _out(plan_text(policy, chosen))
+
+
+def _warn_public(public: list[str]) -> None:
+    if public:
+        typer.echo("warning: egress allowed to PUBLIC addresses: " + ", ".join(public), err=True)
 
 
 @app.command("apply")
@@ -72,6 +87,7 @@ def apply_cmd(
     allow_ntp: AllowNtp = [],  # noqa: B006
     allow_port: AllowPort = [],  # noqa: B006
     containers: Containers = False,
+    allow_public: AllowPublic = False,
     backend: BackendOpt = "auto",
     confirm_timeout: Annotated[
         int,
@@ -83,13 +99,14 @@ def apply_cmd(
     """Load the policy (IPv4 and IPv6 in one step), saving what was there before."""
     from offline.firewall import apply, make_policy
 
-    policy = make_policy(allow, allow_dns, allow_ntp, allow_port, containers)
+    policy = make_policy(allow, allow_dns, allow_ntp, allow_port, containers, allow_public)
     done = apply(policy, None if backend == "auto" else backend, confirm_timeout, state_dir)
     if json_out:
         print_json(done.to_json())
         return
     for note in done.notes:
         typer.echo(f"note: {note}", err=True)
+    _warn_public(policy.public())
     allowed = ", ".join(str(n) for n in policy.allow) or "nothing but loopback"
     _out(f"applied ({done.backend}): egress allowed to {allowed}; everything else dropped")
     if done.prior_saved:
@@ -130,12 +147,13 @@ def verify_cmd(
         typer.Option("--expect-reachable", help="HOST:PORT that must accept TCP (repeat)."),
     ] = [],  # noqa: B006
     timeout: Annotated[float, typer.Option(help="Seconds each probe waits.")] = 1.0,
+    state_dir: StateDir = None,
     json_out: Json = False,
 ) -> None:
     """Probe the internet (TCP v4/v6, UDP 53, DNS, QUIC, ICMP): every probe must fail."""
     from offline.firewall import parse_reachable, verify
 
-    found = verify(parse_reachable(expect_reachable), timeout)
+    found = verify(parse_reachable(expect_reachable), timeout, root=state_dir)
     if json_out:
         print_json(found.to_json())
     else:
@@ -156,9 +174,27 @@ def _verify_table(report: dict[str, Any]) -> str:
     )
     lines.append(f"backend {report['backend'] or 'none live'}; drops: {counted or 'no counters'}")
     lines.append(f"ruleset sha256 {report['ruleset_sha256']}")
+    lines += _policy_lines(report["policy"])
     failed = sum(not p["ok"] for p in report["probes"])
-    lines.append("egress blocked: verified" if not failed else f"{failed} probe(s) NOT as expected")
+    if not failed and report["ok"]:
+        lines.append("egress blocked: verified")
+    else:
+        lines.append(f"{failed} probe(s) NOT as expected" if failed else "policy NOT as expected")
     return "\n".join(lines)
+
+
+def _policy_lines(policy: dict[str, Any] | None) -> list[str]:
+    """What the evidence says about the applied policy, for the table."""
+    if policy is None:
+        return ["applied policy: none recorded"]
+    if policy["ok"] is not True:
+        mark = "!!" if policy["ok"] is False else "??"
+        return [f"{mark} applied policy ({policy['source']}): {policy['problem']}"]
+    public = ", ".join(policy["public"]) or "none"
+    lines = [f"applied policy: public addresses allowed: {public}"]
+    if policy["matches_live"] is False:
+        lines.append("note: the live rules are not the applied policy's: offline firewall status")
+    return lines
 
 
 @app.command("persist")

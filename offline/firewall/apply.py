@@ -32,7 +32,7 @@ from typing import Any
 
 from offline.errors import ConfigError, NotFoundError, ResourceError, ToolError
 from offline.firewall.backend import Backend, digest, make_backend, snapshot
-from offline.firewall.policy import Policy
+from offline.firewall.policy import Policy, load_policy
 
 STATE_VAR = "DEEPSEEK_OFFLINE_FIREWALL_STATE"
 DEFAULT_STATE = Path("/var/lib/deepseek-offline/firewall")
@@ -59,11 +59,20 @@ class State:
             data: dict[str, Any] = json.loads(path.read_text())
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise ResourceError(
+                f"{path}: cannot read the firewall state", fix="run as root, or give --state-dir"
+            ) from None
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(
                 f"{path}: unreadable firewall state ({exc})",
                 fix=f"inspect it; remove {path} only if you know the firewall's prior state",
             ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{path}: unreadable firewall state (not a JSON object)",
+                fix=f"inspect it; remove {path} only if you know the firewall's prior state",
+            )
         return data
 
     def write(self, name: str, data: dict[str, Any]) -> None:
@@ -117,7 +126,12 @@ def apply(
     confirm_timeout: int = 0,
     root: Path | None = None,
 ) -> Applied:
-    """Save the prior state (first apply only), load the policy atomically, start the watchdog."""
+    """Save the prior state (first apply only), load the policy atomically, start the watchdog.
+
+    The policy is checked again as :func:`~offline.firewall.policy.make_policy` checks options,
+    also when it was built some other way, before anything changes.
+    """
+    load_policy(policy.to_json(), "the policy to apply")
     if not 0 <= confirm_timeout <= MAX_CONFIRM_TIMEOUT:
         raise ConfigError(
             f"--confirm-timeout {confirm_timeout}: give 0 (off) to {MAX_CONFIRM_TIMEOUT} seconds"

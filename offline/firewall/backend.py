@@ -275,5 +275,18 @@ def _empty_table(lines: list[str]) -> bool:
     return True
 
 
+def same_rules(a: str, b: str) -> bool:
+    """True when two listings of rules differ only in counters, comments and blank lines."""
+
+    def canon(text: str) -> list[str]:
+        return [
+            COUNTERS.sub("", ln).strip()
+            for ln in text.splitlines()
+            if ln.strip() and not ln.startswith("#")
+        ]
+
+    return canon(a) == canon(b)
+
+
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()

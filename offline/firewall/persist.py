@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offline.errors import NotFoundError
+from offline.errors import ConfigError, NotFoundError
 from offline.firewall.apply import State, state_dir
-from offline.firewall.backend import COUNTERS, Backend, have, run_tool
-from offline.firewall.policy import CHAIN_PREFIX, TABLE
+from offline.firewall.backend import COUNTERS, Backend, have, run_tool, same_rules
+from offline.firewall.policy import CHAIN_PREFIX, TABLE, load_policy
 from offline.firewall.verify import live_backend
 from offline.fsutil import atomic_write_text
 
@@ -141,12 +141,12 @@ def status(root: Path = Path("/"), state: Path | None = None) -> Status:
         problems.append("no deepseek-offline rules are live: offline firewall apply ...")
     matches_applied = None
     if applied is not None and live is not None:
-        matches_applied = _same(live, applied["ruleset"])
+        matches_applied = same_rules(live, applied["ruleset"])
         if not matches_applied:
             problems.append(
                 "the live rules differ from what apply loaded: re-run offline firewall apply"
             )
-    matches_persisted = None if persisted is None or live is None else _same(live, persisted)
+    matches_persisted = None if persisted is None or live is None else same_rules(live, persisted)
     if persisted is None:
         problems.append("the rules are not restored at boot: offline firewall persist")
     elif matches_persisted is False:
@@ -155,6 +155,7 @@ def status(root: Path = Path("/"), state: Path | None = None) -> Status:
         )
     if backend and persisted is not None and not _boot_service_enabled(root, backend):
         problems.append(f"nothing loads the persisted rules at boot: {_ENABLE[backend.name]}")
+    problems += _policy_problems(applied, saved.root)
     if pending:
         problems.append(
             f"apply not confirmed; rolls back at {pending['confirm_by']}: offline firewall confirm"
@@ -173,15 +174,15 @@ def status(root: Path = Path("/"), state: Path | None = None) -> Status:
     )
 
 
-def _same(a: str, b: str) -> bool:
-    def canon(text: str) -> list[str]:
-        return [
-            COUNTERS.sub("", ln).strip()
-            for ln in text.splitlines()
-            if ln.strip() and not ln.startswith("#")
-        ]
-
-    return canon(a) == canon(b)
+def _policy_problems(applied: dict[str, Any] | None, root: Path) -> list[str]:
+    """The applied policy, checked again as the options were: state files can be edited."""
+    if applied is None:
+        return []
+    try:
+        load_policy(applied.get("policy"), str(root / "applied.json"))
+    except ConfigError as exc:
+        return [f"{exc.message}: {exc.fix}"]
+    return []
 
 
 def _persisted_rules(root: Path, backend: str | None) -> str | None:

@@ -180,10 +180,27 @@ def iptables_removal(links: Iterable[str], chains: Iterable[str]) -> str:
 
 
 def plan_text(policy: Policy, backend: str) -> str:
-    """What ``offline firewall plan`` prints: the ruleset(s) the backend would load."""
+    """What ``offline firewall plan`` prints: the ruleset(s) the backend would load.
+
+    A policy that reaches public addresses (``--allow-public``) lists them first, as comments.
+    """
     if backend == "nft":
-        return nft_script(policy)
-    return "".join(
+        shebang, _, rest = nft_script(policy).partition("\n")
+        return f"{shebang}\n{public_comment(policy)}{rest}"
+    return public_comment(policy) + "".join(
         f"# {tool} --noflush\n{iptables_rules(policy, version, ())}"
         for version, tool in ((4, "iptables-restore"), (6, "ip6tables-restore"))
     )
+
+
+def public_comment(policy: Policy) -> str:
+    """Comment lines naming the public addresses the policy reaches; empty when there are none."""
+    public = policy.public()
+    if not public:
+        return ""
+    lines = [
+        "# PUBLIC addresses allowed (--allow-public): outside private, loopback, link-local "
+        "and ULA space",
+        *(f"#   {item}" for item in public),
+    ]
+    return "\n".join(lines) + "\n"

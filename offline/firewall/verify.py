@@ -3,8 +3,11 @@
 Every probe towards the internet must fail: TCP to public IPv4 and IPv6 addresses, DNS questions
 to public resolvers over UDP 53, name lookups through the host's resolver, QUIC-shaped UDP to
 port 443, ICMP echo. Every ``--expect-reachable HOST:PORT`` must accept a TCP connection (the LAN
-services the host needs). The evidence records each probe, the live ruleset's hash and our drop
-counters before and after the probes (they rise as the probes are dropped).
+services the host needs). The evidence records each probe, the live ruleset's hash, our drop
+counters before and after the probes (they rise as the probes are dropped), and the policy apply
+loaded, checked again as the options were: the public addresses it reaches (``--allow-public``)
+and whether the live rules are still its rules. An applied policy the checks refuse (an edited
+state file) fails the verification.
 """
 
 from __future__ import annotations
@@ -13,10 +16,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from offline.errors import ConfigError
-from offline.firewall.backend import Backend, IptablesBackend, NftBackend, digest, snapshot
+from offline.errors import ConfigError, ResourceError
+from offline.firewall.apply import State, state_dir
+from offline.firewall.backend import (
+    Backend,
+    IptablesBackend,
+    NftBackend,
+    digest,
+    same_rules,
+    snapshot,
+)
+from offline.firewall.policy import load_policy
 from offline.firewall.probes import (
     Probe,
     ask,
@@ -68,11 +81,13 @@ class Verification:
     ruleset_sha256: str
     drops_before: dict[str, dict[str, int]]
     drops_after: dict[str, dict[str, int]]
+    policy: dict[str, Any] | None = None
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outcomes)
+        policy_ok = self.policy is None or self.policy["ok"] is not False
+        return policy_ok and all(o.ok for o in self.outcomes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +96,7 @@ class Verification:
             "backend": self.backend,
             "ruleset_sha256": self.ruleset_sha256,
             "drops": {"before": self.drops_before, "after": self.drops_after},
+            "policy": self.policy,
             "probes": [o.to_json() for o in self.outcomes],
         }
 
@@ -124,8 +140,12 @@ def verify(
     expect_reachable: Sequence[tuple[str, int]] = (),
     timeout: float = 1.0,
     targets: Targets | None = None,
+    root: Path | None = None,
 ) -> Verification:
-    """Run every probe at once (about ``timeout`` seconds in all) and collect the evidence."""
+    """Run every probe at once (about ``timeout`` seconds in all) and collect the evidence.
+
+    ``root`` is the state directory apply used (see :func:`~offline.firewall.apply.state_dir`).
+    """
     aim = targets or Targets()
     backend = live_backend()
     before = backend.drops() if backend else {}
@@ -137,7 +157,34 @@ def verify(
         ruleset_sha256=digest(snapshot()),
         drops_before=before,
         drops_after=backend.drops() if backend else {},
+        policy=applied_policy(root, backend.ours() if backend else None),
     )
+
+
+def applied_policy(root: Path | None, live: str | None) -> dict[str, Any] | None:
+    """The policy apply loaded, checked again, as evidence; None when nothing was applied.
+
+    ``ok`` is False when the checks refuse it, None when the state cannot be read (not root).
+    """
+    state = State(state_dir(root))
+    source = str(state.root / "applied.json")
+    try:
+        applied = state.read("applied")
+        if applied is None:
+            return None
+        policy = load_policy(applied.get("policy"), source)
+    except ResourceError as exc:
+        return {"source": source, "ok": None, "problem": exc.message}
+    except ConfigError as exc:
+        return {"source": source, "ok": False, "problem": str(exc)}
+    ruleset = str(applied.get("ruleset", ""))
+    return {
+        "source": source,
+        "ok": True,
+        "allow_public": policy.allow_public,
+        "public": policy.public(),
+        "matches_live": None if live is None else same_rules(live, ruleset),
+    }
 
 
 @dataclass(frozen=True)

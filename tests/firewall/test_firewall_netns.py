@@ -50,7 +50,7 @@ def net() -> Iterator[Site]:
 
 
 def fw(ns: Namespace, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    stateful = {"apply", "confirm", "rollback", "status"}
+    stateful = {"apply", "confirm", "rollback", "status", "verify"}
     extra = ["--state-dir", str(state)] if args[0] in stateful else []
     return ns.run([sys.executable, "-m", "offline", "firewall", *args, *extra], timeout=60)
 
@@ -60,9 +60,11 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
-def verify(ns: Namespace, *targets: str) -> tuple[int, dict[str, Any]]:
+def verify(
+    ns: Namespace, *targets: str, state: Path = Path("/nonexistent")
+) -> tuple[int, dict[str, Any]]:
     args = [a for t in targets for a in ("--expect-reachable", t)]
-    proc = fw(ns, Path("/nonexistent"), "verify", "--json", "--timeout", "1", *args)
+    proc = fw(ns, state, "verify", "--json", "--timeout", "1", *args)
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
@@ -150,10 +152,27 @@ def test_rollback_restores_an_administrators_rules_exactly(
     assert ruleset(app) == baseline
 
 
+def test_a_whole_internet_or_public_allow_is_refused_before_anything_changes(
+    net: Site, tmp_path: Path
+) -> None:
+    app = net.appliance
+    baseline = ruleset(app)
+    halves = ["--allow", "0.0.0.0/1", "--allow", "128.0.0.0/1", "--allow-public"]
+    for policy in (halves, ["--allow-port", "1.1.1.1/32:443/tcp"]):
+        refused = fw(app, tmp_path, "apply", *policy)
+        assert refused.returncode == 3, refused.stderr
+    assert ruleset(app) == baseline
+    assert not list(tmp_path.glob("*.json")), "state was written"
+    assert connects(app, PUBLIC[0], 443)
+
+
 def test_dns_ntp_and_single_ports_go_only_where_listed(net: Site, tmp_path: Path) -> None:
     app = net.appliance
-    policy = ["--allow-dns", "8.8.8.8", "--allow-port", "1.1.1.1/32:443/tcp"]
+    policy = ["--allow-dns", "8.8.8.8", "--allow-port", "1.1.1.1/32:443/tcp", "--allow-public"]
     ok(fw(app, tmp_path, "apply", *policy))
+    _, report = verify(app, state=tmp_path)
+    assert report["policy"]["public"] == ["8.8.8.8 (DNS)", "1.1.1.1/32:443/tcp"]
+    assert report["policy"]["allow_public"] and report["policy"]["matches_live"]
     assert answers_dns(app, "8.8.8.8")
     assert not answers_dns(app, "1.1.1.1")
     assert connects(app, "1.1.1.1", 443)

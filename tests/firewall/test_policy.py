@@ -124,6 +124,35 @@ def test_cli_bad_policy_exits_3_naming_the_item() -> None:
     assert "--allow 'everything'" in bad.stderr and "fix:" in bad.stderr
 
 
+def test_cli_refuses_halves_adding_up_to_the_whole_internet() -> None:
+    for first, second in (("0.0.0.0/1", "128.0.0.0/1"), ("::/1", "8000::/1")):
+        bad = _cli("plan", "--allow", first, "--allow", second, "--allow-public")
+        assert bad.returncode == 3, bad.stderr
+        assert f"--allow {first}, --allow {second}: together they allow" in bad.stderr
+        assert "the whole internet" in bad.stderr and "fix:" in bad.stderr
+        assert bad.stdout == "" and "Traceback" not in bad.stderr
+
+
+def test_cli_public_space_needs_the_flag_and_plan_shows_it() -> None:
+    bad = _cli("plan", "--allow", "192.168.50.0/24", "--allow", "100.64.0.0/10")
+    assert bad.returncode == 3 and bad.stdout == ""
+    assert "--allow 100.64.0.0/10: reaches public addresses" in bad.stderr
+    assert "--allow-public" in bad.stderr
+    shown = _cli("plan", "--allow-dns", "8.8.8.8", "--allow-public", "--backend", "nft")
+    assert shown.returncode == 0, shown.stderr
+    assert "# PUBLIC addresses allowed (--allow-public)" in shown.stdout
+    assert "#   8.8.8.8 (DNS)" in shown.stdout
+    assert "warning: egress allowed to PUBLIC addresses: 8.8.8.8 (DNS)" in shown.stderr
+
+
+def test_cli_host_names_exit_3_naming_the_item() -> None:
+    bad = _cli("plan", "--allow", "example.com", "--allow", "db.local:5432")
+    assert bad.returncode == 3
+    assert "--allow 'example.com': 'example.com' is a host name" in bad.stderr
+    assert "--allow 'db.local:5432': 'db.local' is a host name" in bad.stderr
+    assert "--allow-port" in bad.stderr and "never looked up" in bad.stderr
+
+
 def test_cli_bad_reachable_target_exits_3() -> None:
     bad = _cli("verify", "--expect-reachable", "192.168.50.2")
     assert bad.returncode == 3 and "needs a port" in bad.stderr
