@@ -3,7 +3,8 @@ micro-batched onto it; generation runs token by token with bounded concurrency.
 
 Every model call goes through :class:`Runner`, a single worker thread, so backends that are not
 thread-safe (TVM's VM, TorchScript modules) are never entered twice, and torch's own intra-op
-threads get the cores.
+threads get the cores. A batch is many requests, but a failure belongs to one: a request that
+cannot be tokenized, or whose forward pass fails on its own, fails alone.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class Busy(Exception):
     def __init__(self, what: str, retry_after: int = 1) -> None:
         super().__init__(what)
         self.retry_after = retry_after
+
+
+class BadInput(Exception):
+    """One request's input that the model cannot take: a 422 for that request alone."""
 
 
 class Runner:
@@ -112,27 +117,59 @@ class MicroBatcher:
         while True:
             batch = await self._next_batch()
             self.metrics.queue_depth.labels(self.model.version).set(self.queue.qsize())
-            texts = [text for p in batch for text in p.rows]
-            self.metrics.batch_size.labels(self.model.version).observe(len(texts))
+            self.metrics.batch_size.labels(self.model.version).observe(
+                sum(len(p.rows) for p in batch)
+            )
             try:
-                probs = await self.runner.call(self._classify, texts)
-            except Exception as exc:  # every caller gets the failure, the loop goes on
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            start = 0
-            for p in batch:
-                if not p.future.done():  # a client that went away
-                    p.future.set_result(probs[start : start + len(p.rows)])
-                start += len(p.rows)
+                results = await self.runner.call(self._classify, [p.rows for p in batch])
+            except Exception as exc:  # the model thread itself failed: every caller is told
+                results = [exc] * len(batch)
+            for p, result in zip(batch, results, strict=True):
+                if p.future.done():  # a client that went away
+                    continue
+                if isinstance(result, Exception):
+                    p.future.set_exception(result)
+                else:
+                    p.future.set_result(result)
 
-    def _classify(self, texts: list[str]) -> Any:
+    def _classify(self, requests: list[list[str]]) -> list[Any]:
+        """Class probabilities for each request's texts, or the exception that request alone
+        caused: a request the tokenizer refuses, or one whose forward pass fails when run on its
+        own, fails by itself while its batch neighbours get their answers."""
+        results: list[Any] = [self._tokenize(rows) for rows in requests]
+        good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+        try:
+            answers = self._probabilities([results[i] for i in good])
+        except Exception:  # one at a time, so the failure stays with the request that caused it
+            answers = [self._alone(results[i]) for i in good]
+        for i, answer in zip(good, answers, strict=True):
+            results[i] = answer
+        return results
+
+    def _tokenize(self, rows: list[str]) -> list[list[int]] | BadInput:
+        model = self.model
+        try:
+            encoded = model.tokenizer(rows, truncation=True, max_length=model.seq_len)
+        except Exception as exc:
+            return BadInput(f"the tokenizer cannot encode these texts ({exc}): send plain text")
+        ids: list[list[int]] = encoded["input_ids"]
+        return ids
+
+    def _alone(self, ids: list[list[int]]) -> Any:
+        try:
+            return self._probabilities([ids])[0]
+        except Exception as exc:
+            return exc
+
+    def _probabilities(self, requests: list[list[list[int]]]) -> list[Any]:
+        """One softmax row per text, in runs of at most ``max_batch`` rows, split back into
+        requests."""
         import numpy as np
 
+        if not requests:
+            return []
         model = self.model
-        ids = model.tokenizer(texts, truncation=True, max_length=model.seq_len)["input_ids"]
-        padded = model.pad(ids)
+        padded = model.pad([ids for rows in requests for ids in rows])
         logits = np.concatenate(
             [
                 model.forward(padded[i : i + self.max_batch])
@@ -140,7 +177,8 @@ class MicroBatcher:
             ]
         )
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return probs / probs.sum(axis=1, keepdims=True)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return np.split(probs, np.cumsum([len(rows) for rows in requests])[:-1])
 
 
 # -- generation --------------------------------------------------------------------------------
@@ -152,7 +190,7 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
-    seed: int | None = None
+    seed: int | None = None  # any integer: taken modulo 2**64 for numpy
 
 
 @dataclass
@@ -162,21 +200,37 @@ class Delta:
     completion_tokens: int = 0
 
 
+GREEDY_BELOW = 1e-5  # a temperature this low makes the softmax one-hot: take the argmax
+
+
+class GenerationError(Exception):
+    """The model's output cannot be decoded (no finite logit): a server fault, not the request's."""
+
+
 def choose(logits: Any, sampling: Sampling, rng: Any) -> int:
-    """The next token: greedy at temperature 0, else nucleus sampling at ``top_p``."""
+    """The next token: greedy below :data:`GREEDY_BELOW`, else nucleus sampling at ``top_p``.
+
+    The softmax is taken relative to the largest logit, so any temperature or logit scale gives
+    probabilities in [0, 1] with the best token at 1 (never NaN or inf); a NaN logit is never
+    chosen, and a ``-inf`` one (a masked token) has probability 0.
+    """
     import numpy as np
 
-    if sampling.temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / sampling.temperature
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
+    logits = np.where(np.isnan(logits), -np.inf, logits.astype(np.float64))
+    best = int(np.argmax(logits))
+    if np.isneginf(logits[best]):
+        raise GenerationError(f"the model returned no finite logit among {len(logits)}")
+    if sampling.temperature < GREEDY_BELOW or np.isposinf(logits[best]):
+        return best
+    with np.errstate(over="ignore", under="ignore"):  # both round to the right answer
+        probs = np.exp((logits - logits[best]) / sampling.temperature)
+    probs /= probs.sum()  # >= 1: the best token contributes exactly 1
     if sampling.top_p < 1.0:
-        order = np.argsort(-probs)
-        keep = np.searchsorted(np.cumsum(probs[order]), sampling.top_p) + 1
-        mask = np.zeros_like(probs)
-        mask[order[:keep]] = probs[order[:keep]]
-        probs = mask / mask.sum()
+        order = np.argsort(-probs, kind="stable")
+        keep = int(np.searchsorted(np.cumsum(probs[order]), sampling.top_p)) + 1
+        kept = np.zeros_like(probs)
+        kept[order[:keep]] = probs[order[:keep]]
+        probs = kept / kept.sum()  # the best token is always kept
     return int(rng.choice(len(probs), p=probs))
 
 
@@ -222,7 +276,7 @@ class Generator:
         """Text deltas as they are decoded; the last one carries the finish reason."""
         import numpy as np
 
-        rng = np.random.default_rng(sampling.seed)
+        rng = np.random.default_rng(None if sampling.seed is None else sampling.seed % 2**64)
         tok, eos = self.model.tokenizer, self.model.eos_id
         self.waiting += 1
         try:

@@ -1,18 +1,50 @@
 """Request and response bodies. The OpenAI ones follow the wire format that OpenAI's clients
-send and expect; fields this server does not implement are ignored, as other local servers do."""
+send and expect; fields this server does not implement are ignored, as other local servers do.
+
+Every string must be Unicode text: JSON can carry a lone surrogate (``"\\ud800"``), which no
+tokenizer can encode, so it is a 422 here rather than a failure further in."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # OpenAI's int64, and numpy's uint64 seeds
+T = TypeVar("T")
+
+
+def _check_unicode(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where}character {exc.start} is a lone surrogate (U+{ord(text[exc.start]):04X}),"
+            " which is not text: send both halves of a surrogate pair, or the character as UTF-8"
+        ) from None
+
+
+def _unicode(value: T) -> T:
+    """``value`` (a string, or a list of strings or text parts) when every string in it is
+    Unicode text; a lone surrogate raises ValueError, which pydantic makes a 422."""
+    items = value if isinstance(value, list) else [value]
+    for i, item in enumerate(items):
+        text = getattr(item, "text", item)
+        if isinstance(text, str):
+            _check_unicode(text, f"item {i}: " if isinstance(value, list) else "")
+    return value
+
+
+Unicode = AfterValidator(_unicode)
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[str] = Field(min_length=1, description="texts to classify")
-    model: str | None = Field(None, description="pin a served model (default: canary split)")
+    texts: Annotated[list[str], Unicode] = Field(min_length=1, description="texts to classify")
+    model: Annotated[str | None, Unicode] = Field(
+        None, description="pin a served model (default: canary split)"
+    )
 
 
 class Prediction(BaseModel):
@@ -29,12 +61,12 @@ class PredictResponse(BaseModel):
 class _Generation(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = ""
+    model: Annotated[str, Unicode] = ""
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
+    temperature: float = Field(1.0, ge=0, le=2, description="below 1e-5: greedy decoding")
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: Annotated[str | list[str] | None, Unicode] = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     stream_options: StreamOptions | None = None
@@ -45,7 +77,9 @@ class StreamOptions(BaseModel):
 
 
 class CompletionRequest(_Generation):
-    prompt: str | list[str] = Field(description="a string (or a list holding one)")
+    prompt: Annotated[str | list[str], Unicode] = Field(
+        description="a string (or a list holding one)"
+    )
 
 
 class TextPart(BaseModel):
@@ -57,7 +91,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart]
+    content: Annotated[str | list[TextPart], Unicode]
 
 
 class ChatRequest(_Generation):

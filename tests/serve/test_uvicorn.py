@@ -1,5 +1,6 @@
 """``offline serve`` as a real uvicorn process on loopback: the official ``openai`` client,
-64 concurrent clients, and schemathesis against the published OpenAPI schema."""
+64 concurrent clients, and schemathesis against the published OpenAPI schema (classifier and
+LM, with lone surrogates, control characters and long runs in the bodies)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from offline.serve import add_key
 from tests.serve.conftest import Exports, Server, running
+from tests.serve.fuzz import fuzz
 
 pytestmark = pytest.mark.integration
 
@@ -105,43 +107,28 @@ def test_64_concurrent_clients_are_batched(exports: Exports, tmp_path: Path) -> 
     assert 'route="/predict",status="200"} 64.0' in metrics
 
 
-def test_schemathesis_finds_no_server_errors(exports: Exports, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_server_errors(
+    exports: Exports, lm_server: Server, keys: tuple[Path, str], tmp_path: Path
+) -> None:
     import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis.errors import Unsatisfiable
-    from schemathesis import GenerationMode
+    from hypothesis import strategies as st
 
     args = ["--model", str(exports.cls), "--backend", "torchscript"]
-    with running(*args, cwd=exports.root, log=tmp_path / "fuzz.log") as server:
-        schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
-        failures: list[str] = []
+    with running(*args, cwd=exports.root, log=tmp_path / "fuzz.log") as cls_server:
         statuses: dict[str, set[int]] = {}
-        for result in schema.get_all_operations():
-            operation = result.ok()
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-                @settings(
-                    max_examples=20,
-                    deadline=None,
-                    phases=[Phase.explicit, Phase.generate],
-                    suppress_health_check=list(HealthCheck),
-                )
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def check(case: schemathesis.Case) -> None:
-                    response = case.call()
-                    key = f"{case.method} {case.path}"
-                    statuses.setdefault(key, set()).add(response.status_code)
-                    if response.status_code >= 500:
-                        failures.append(f"{key}: {response.status_code} {response.text[:200]}")
-
-                try:
-                    check()
-                except Unsatisfiable:  # nothing to make invalid: a GET without parameters
-                    assert mode is GenerationMode.NEGATIVE and operation.method == "get"
-    assert not failures, failures
-    # every operation was exercised, and the fuzzer got past validation on the main route
+        for server, key, name in ((cls_server, None, "classifier"), (lm_server, keys[1], "lm")):
+            schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+            auth = {"Authorization": f"Bearer {key}"} if key else None
+            with httpx.Client(base_url=server.url, timeout=120) as client:
+                focus = {"model": st.just(name), "max_tokens": st.integers(1, 8)}
+                found = fuzz(schema, client, max_examples=50, headers=auth, focus=focus)
+            assert not found.failures, found.failures
+            for route, seen in found.statuses.items():
+                statuses.setdefault(route, set()).update(seen)
+    # every operation was exercised, and the fuzzer got past validation on the main routes
     assert {"POST /predict", "POST /v1/completions", "GET /metrics"} <= set(statuses)
-    assert 200 in statuses["POST /predict"] and 422 in statuses["POST /predict"]
+    for route in ("POST /predict", "POST /v1/completions", "POST /v1/chat/completions"):
+        assert {200, 422} <= statuses[route], (route, statuses[route])
 
 
 def test_a_full_queue_answers_busy_with_retry_after(

@@ -1,9 +1,11 @@
 """``POST /v1/completions`` and ``POST /v1/chat/completions`` in OpenAI's wire format, with
-``stream: true`` as server-sent events ending in ``data: [DONE]``."""
+``stream: true`` as server-sent events ending in ``data: [DONE]`` (after an ``error`` event
+when the model fails half way, since the status line has already gone out)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +19,12 @@ from offline.serve.schemas import ChatRequest, CompletionRequest
 from offline.serve.service import RETRY, ApiError, KeyId, Service, Slot, Svc, limit_error
 
 router = APIRouter(tags=["openai"])
+log = logging.getLogger("offline.serve")
+FAILED = {  # what a client is told when the model fails; the server log has the traceback
+    "message": "the model failed while generating: see the server log",
+    "type": "server_error",
+    "code": "generation_failed",
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"},
     404: {"description": "unknown model"},
@@ -35,7 +43,7 @@ async def completions(body: CompletionRequest, svc: Svc, _key: KeyId) -> Any:
     else:
         prompt = body.prompt
     slot = _generation_slot(svc, body.model)
-    ids = slot.model.tokenizer(prompt)["input_ids"]
+    ids = slot.model.tokenizer(prompt)["input_ids"] or [_start_token(slot)]
     return await _respond(svc, slot, ids, body, body.max_tokens or 16, chat=False)
 
 
@@ -54,13 +62,37 @@ async def chat_completions(body: ChatRequest, svc: Svc, _key: KeyId) -> Any:
         for m in body.messages
     ]
     if tok.chat_template:
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = _apply_template(slot, messages)
         ids = tok(text, add_special_tokens=False)["input_ids"]
     else:  # a tokenizer without a template: plain "role: content" lines
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         ids = tok(text)["input_ids"]
     wanted = body.max_completion_tokens or body.max_tokens
     return await _respond(svc, slot, ids, body, wanted or svc.settings.max_tokens_limit, chat=True)
+
+
+def _start_token(slot: Slot) -> int:
+    """What an empty prompt continues from: BOS, else EOS, else padding."""
+    model = slot.model
+    bos: int | None = model.tokenizer.bos_token_id
+    return next(i for i in (bos, model.eos_id, model.pad_id) if i is not None)
+
+
+def _apply_template(slot: Slot, messages: list[dict[str, str]]) -> str:
+    """The conversation through the model's chat template; one the template refuses (its
+    ``raise_exception``, e.g. roles out of order) is a 422 with the template's reason."""
+    from jinja2 import TemplateError, TemplateSyntaxError
+
+    tok = slot.model.tokenizer
+    try:
+        text: str = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except TemplateSyntaxError:  # the model's template is broken: the server's fault
+        raise
+    except TemplateError as exc:
+        raise limit_error(
+            "messages", f"{slot.model.id}'s chat template refuses these messages: {exc}"
+        ) from None
+    return text
 
 
 def _generation_slot(svc: Service, requested: str) -> Slot:
@@ -134,9 +166,13 @@ async def _collect(
     headers: dict[str, str],
 ) -> JSONResponse:
     parts, last = [], Delta("")
-    async for delta in deltas:
-        parts.append(delta.text)
-        last = delta
+    try:
+        async for delta in deltas:
+            parts.append(delta.text)
+            last = delta
+    except Exception:
+        log.exception("generation failed")
+        raise ApiError(500, FAILED["message"], FAILED["code"], kind="server_error") from None
     text = "".join(parts)
     choice: dict[str, Any] = {"index": 0, "finish_reason": last.finish_reason, "logprobs": None}
     if chat:
@@ -167,13 +203,18 @@ async def _events(
             [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
         )
     completion = 0
-    async for delta in deltas:
-        completion = delta.completion_tokens
-        if delta.text or delta.finish_reason:
-            body: dict[str, Any] = {"content": delta.text} if delta.text else {}
-            choice: dict[str, Any] = {"index": 0, "finish_reason": delta.finish_reason}
-            choice.update({"delta": body} if chat else {"text": delta.text, "logprobs": None})
-            yield event([choice])
-    if usage:
-        yield event([], usage=_usage(prompt, completion))
+    try:
+        async for delta in deltas:
+            completion = delta.completion_tokens
+            if delta.text or delta.finish_reason:
+                body: dict[str, Any] = {"content": delta.text} if delta.text else {}
+                choice: dict[str, Any] = {"index": 0, "finish_reason": delta.finish_reason}
+                choice.update({"delta": body} if chat else {"text": delta.text, "logprobs": None})
+                yield event([choice])
+    except Exception:  # the 200 has gone out: the stream itself says that it failed
+        log.exception("generation failed mid-stream")
+        yield f"data: {json.dumps({'error': FAILED})}\n\n"
+    else:
+        if usage:
+            yield event([], usage=_usage(prompt, completion))
     yield "data: [DONE]\n\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from offline.serve.engine import Busy
+from offline.serve.engine import BadInput, Busy
 from offline.serve.schemas import PredictRequest, PredictResponse
 from offline.serve.service import RETRY, ApiError, KeyId, Svc, limit_error
 
@@ -47,6 +47,8 @@ async def predict(body: PredictRequest, svc: Svc, _key: KeyId) -> JSONResponse:
         raise ApiError(
             503, f"server busy: {exc}", "busy", kind="server_error", headers=RETRY
         ) from None
+    except BadInput as exc:
+        raise limit_error("texts", str(exc)) from None
     labels = model.labels
     # built here, not validated again: /predict is the hot path (the schema documents it)
     content = {
