@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MASK", "RedactingFilter", "redact", "redact_tree", "without_userinfo"]
+__all__ = ["MASK", "RedactingFormatter", "redact", "redact_tree", "without_userinfo"]
 
 MASK = "***"
 
@@ -98,15 +98,13 @@ def without_userinfo(url: str) -> str:
     return scheme + sep + rest.rpartition("@")[2]
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts each record's formatted message before any handler sees it."""
+class RedactingFormatter(logging.Formatter):
+    """Formats a record with ``inner`` (or as ``logging.Formatter`` would), then redacts the whole
+    line: the message, its arguments and any traceback or stack text alike."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string is the handler's to report, as logging does
-            return True
-        shown = redact(message)
-        if shown != message:
-            record.msg, record.args = shown, None
-        return True
+    def __init__(self, inner: logging.Formatter | None = None, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record) if self.inner else super().format(record))

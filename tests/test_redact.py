@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from offline.redact import RedactingFilter, redact, redact_tree
+from offline.redact import RedactingFormatter, redact, redact_tree
 
 SCHEMES = st.sampled_from(["http", "https", "socks5h", "git+https", "s3", "ftp"])
 LABEL = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
@@ -124,7 +124,18 @@ def test_trees_are_redacted_keys_and_values() -> None:
     assert redact_tree(tree) == {"https://***@h/x": [["Bearer ***"], 3, None], "n": {"v": "ok"}}
 
 
-def test_the_logging_filter_redacts_the_formatted_message() -> None:
-    args = ("https://u:pw@h",)
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "index %s", args, None)
-    assert RedactingFilter().filter(record) and record.getMessage() == "index https://***@h"
+def test_the_log_formatter_redacts_arguments_and_tracebacks() -> None:
+    try:
+        raise RuntimeError("fetch https://u:tr4ceback@h failed")
+    except RuntimeError:
+        import sys
+
+        exc = sys.exc_info()
+    record = logging.LogRecord(
+        "x", logging.ERROR, __file__, 1, "index %s", ("https://u:pw@h",), exc
+    )
+    line = RedactingFormatter(fmt="%(levelname)s %(message)s").format(record)
+    assert line.startswith("ERROR index https://***@h")
+    assert "RuntimeError: fetch https://***@h failed" in line and "tr4ceback" not in line
+    inner = logging.Formatter("[%(name)s] %(message)s")
+    assert RedactingFormatter(inner).format(record).startswith("[x] index https://***@h")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from offline import __version__
+from offline.redact import RedactingFormatter
 from offline.serve.auth import KeyStore
 from offline.serve.engine import Generator, MicroBatcher, Runner
 from offline.serve.metrics import Metrics
@@ -168,7 +170,7 @@ def serve(settings: ServeSettings) -> None:
     import uvicorn
 
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    handler.setFormatter(RedactingFormatter(fmt="%(levelname)s:     %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     models = load_models(settings)
@@ -182,5 +184,26 @@ def serve(settings: ServeSettings) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
         log_level="info",
+        log_config=uvicorn_log_config(),
         access_log=False,  # the audit log records every request (--audit-log)
     )
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with every line (tracebacks too) redacted."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["inner"] = formatter.pop("()")
+        formatter["()"] = f"{__name__}._redacting_formatter"
+    return config
+
+
+def _redacting_formatter(inner: str, **options: Any) -> logging.Formatter:
+    """A dictConfig factory: uvicorn's formatter class ``inner``, wrapped to redact."""
+    import importlib
+
+    module, _, name = inner.rpartition(".")
+    formatter = getattr(importlib.import_module(module), name)(**options)
+    return RedactingFormatter(formatter)

@@ -94,3 +94,31 @@ def test_the_real_server_logs_neither_the_callers_key_nor_a_prompts_credentials(
     assert "git.lan" in log
     for text in (log, caplog.text):
         assert not [s for s in (*SECRETS, token, token[11:]) if s in text]
+
+
+def test_uvicorn_and_server_log_lines_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """The logging configuration serve() gives uvicorn masks a credential in a log line and in
+    a traceback alike."""
+    import logging.config
+
+    from offline.serve.app import uvicorn_log_config
+
+    config = uvicorn_log_config()
+    config["handlers"] = {
+        "default": {**config["handlers"]["default"], "stream": "ext://sys.stderr"}
+    }
+    config["loggers"] = {"offline.test.uvicorn": {"handlers": ["default"], "level": "INFO"}}
+    config["disable_existing_loggers"] = False
+    logging.config.dictConfig(config)
+    logger = logging.getLogger("offline.test.uvicorn")
+    try:
+        try:
+            raise ConnectionError(f"upstream https://ana:cl0ne-s3cret@git.lan refused {API_KEY}")
+        except ConnectionError:
+            logger.exception("request failed: %s", PROMPT)
+    finally:
+        for handler in logger.handlers:
+            logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "request failed" in err and "ConnectionError" in err
+    assert not [s for s in SECRETS if s in err]
