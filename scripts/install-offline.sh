@@ -211,6 +211,9 @@ if [[ $STAGE == "$INCOMING" ]]; then
         rm -rf "$PREFIX/.bundle.old" && mv "$FINAL" "$PREFIX/.bundle.old"
     fi
     mv "$INCOMING" "$FINAL" && rm -rf "$PREFIX/.bundle.old"
+    # Recorded at once: if a later step stops, the record still names the bundle in place.
+    py "$RECORDER" record "$PREFIX" "$FINAL/manifest.json" --signer "$(der_sha "$PUBKEY")" \
+        --partial || die 8 "writing $PREFIX/installed.json failed (disk full?)"
 fi
 STAGE=$FINAL
 

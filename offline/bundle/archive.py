@@ -31,6 +31,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import tarfile
@@ -109,15 +110,22 @@ def read_index(path: Path) -> PartsIndex:
     try:
         data = json.loads(path.read_text())
         parts = tuple(
-            Part(path.parent / _plain_name(p["name"]), int(p["size"]), str(p["sha256"]))
+            Part(path.parent / _plain_name(p["name"]), _count(p["size"]), str(p["sha256"]))
             for p in data["parts"]
         )
-        return PartsIndex(path, data["archive"], int(data["size"]), data["sha256"], parts)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return PartsIndex(path, data["archive"], _count(data["size"]), data["sha256"], parts)
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise IntegrityError(
             f"{path} is not a readable volume index ({exc})",
             fix="copy NAME.parts.json again from the connected side",
         ) from exc
+
+
+def _count(value: object) -> int:
+    """A byte count from hostile JSON: a non-negative integer, nothing else."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a byte count")
+    return value
 
 
 def _plain_name(name: str) -> str:
@@ -232,6 +240,11 @@ class PartsReader(io.RawIOBase):
 
 _REFUSE = "the archive was not written by `offline bundle build`; get it again from its source"
 _END_MARKER = 512  # an archive ends with zero blocks; a missing one means it was cut short
+# Far beyond any bundle (a few thousand files), low enough that a forged header stream cannot
+# exhaust memory or time.
+MAX_MEMBERS = 200_000
+MAX_NAME_BYTES, MAX_COMPONENT_BYTES, MAX_DEPTH = 4096, 255, 64
+_TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, OverflowError, RecursionError, MemoryError)
 
 
 @dataclass
@@ -246,6 +259,8 @@ class UnpackResult:
 def show(name: object) -> str:
     """A name from the archive, safe to print: control characters and stray bytes escaped."""
     text = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(text) > 300:
+        text = f"{text[:200]}...{text[-80:]}"
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -284,6 +299,8 @@ def _prefix(members: list[tarfile.TarInfo]) -> str:
 
 
 def _relative(name: str, prefix: str) -> str:
+    if prefix and name.rstrip("/") == prefix.rstrip("/"):
+        return ""  # the top directory itself
     rel = name[len(prefix) :] if prefix and name.startswith(prefix) else name
     return rel.rstrip("/")
 
@@ -310,8 +327,15 @@ def _name_problem(m: tarfile.TarInfo, rel: str) -> str | None:
         return "its name holds control characters"
     if m.name.startswith("/") or rel.startswith("/"):
         return "absolute path"
-    if ".." in rel.split("/"):
+    parts = rel.split("/") if rel else []
+    if ".." in parts:
         return "'..' in the path"
+    if "" in parts or "." in parts:
+        return "an empty or '.' part in the path (the same name can be spelled only one way)"
+    if len(m.name.encode()) > MAX_NAME_BYTES or len(parts) > MAX_DEPTH:
+        return f"a name longer than {MAX_NAME_BYTES} bytes or deeper than {MAX_DEPTH} directories"
+    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
+        return f"a part of its name is longer than {MAX_COMPONENT_BYTES} bytes"
     base = rel.rsplit("/", 1)[-1]
     if base == JOURNAL or (base.startswith(".") and base.endswith(".unpacking")):
         return "a name the unpacker reserves for its own files"
@@ -327,6 +351,10 @@ def _member_problem(m: tarfile.TarInfo, rel: str, archive_size: int) -> str | No
         return f"{_kind(m)}: a bundle holds only files and directories"
     if m.issparse():
         return "a sparse file: a bundle never holds one"
+    if m.size < 0:
+        return f"a negative size ({m.size})"
+    if isinstance(m.mtime, float) and not math.isfinite(m.mtime):
+        return f"a modification time that is not a number ({m.mtime})"
     if not rel and not m.isdir():
         return "the archive's top level is a file, not a directory"
     if m.isfile() and m.offset_data + m.size > archive_size:
@@ -350,6 +378,7 @@ def check_members(
             problem = "the archive holds this name twice"
         if problem is not None:
             problems.append(f"{show(m.name)}: {problem}")
+            continue  # already refused: its ancestors need no look
         kinds.setdefault(rel, m.isdir())
     for rel in kinds:
         parts = rel.split("/")
@@ -376,9 +405,19 @@ def _read_members(
     damaged = IntegrityError(
         f"{label}: not a complete tar archive (damaged or cut short)", fix=_REFUSE
     )
+    members: list[tarfile.TarInfo] = []
     try:
-        members = tar.getmembers()
-    except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
+        while (m := tar.next()) is not None:
+            members.append(m)
+            if m.size < 0 or tar.offset <= m.offset:  # a header pointing back: it would loop
+                damaged.message = f"{label}: {show(m.name)}: a negative size ({m.size})"
+                raise damaged
+            if len(members) > MAX_MEMBERS:
+                damaged.message = (
+                    f"{label}: more than {MAX_MEMBERS} members; no bundle has that many"
+                )
+                raise damaged
+    except _TAR_ERRORS as exc:
         damaged.message = f"{label}: not a readable tar archive ({exc}; damaged or cut short)"
         raise damaged from exc
     end = tar.offset
@@ -429,15 +468,16 @@ def unpack(
     with fh:
         try:
             tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 (closed by the with below)
-        except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
+        except _TAR_ERRORS as exc:
             raise IntegrityError(f"{label}: not a tar archive ({exc})", fix=_REFUSE) from exc
         with tar:
             members = _read_members(tar, fh, label, archive_size)
             prefix = _prefix(members)
             problems = check_members(members, prefix, archive_size, max_size)
             if problems:
+                more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
                 raise IntegrityError(
-                    f"{label}: refusing to unpack: " + "; ".join(problems), fix=_REFUSE
+                    f"{label}: refusing to unpack: " + "; ".join(problems[:20]) + more, fix=_REFUSE
                 )
             links = _symlinks_in(dest) if os.path.lexists(dest) else []
             if links:
@@ -463,7 +503,7 @@ def _manifest_hashes(tar: tarfile.TarFile, prefix: str) -> dict[str, tuple[int, 
         source = tar.extractfile(prefix + "manifest.json")
         files = json.load(source)["files"] if source else []
         return {f["path"]: (int(f["size"]), str(f["sha256"])) for f in files}
-    except (KeyError, ValueError, TypeError, RecursionError, tarfile.TarError):
+    except (KeyError, ValueError, TypeError, OverflowError, RecursionError, tarfile.TarError):
         return {}
 
 
@@ -477,7 +517,7 @@ def _journal(dest: Path) -> dict[str, tuple[int, str]]:
         try:
             entry = json.loads(line)
             done[entry["path"]] = (int(entry["size"]), str(entry["sha256"]))
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             continue  # a line cut short by the interruption
     return done
 

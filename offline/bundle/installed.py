@@ -47,13 +47,13 @@ else:
 
 
 RECORD = "installed.json"
-_CREATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z", re.ASCII)
 _VERSION = re.compile(
     r"^v?(?P<release>\d+(?:\.\d+)*)"
     r"(?:[-_.]?(?P<pre>a|alpha|b|beta|c|rc|pre|preview)[-_.]?(?P<pre_n>\d*))?"
     r"(?:-(?P<post_implicit>\d+)|[-_.]?(?P<post>post|rev|r)[-_.]?(?P<post_n>\d*))?"
-    r"(?:[-_.]?(?P<dev>dev)[-_.]?(?P<dev_n>\d*))?$",
-    re.IGNORECASE,
+    r"(?:[-_.]?(?P<dev>dev)[-_.]?(?P<dev_n>\d*))?\Z",
+    re.IGNORECASE | re.ASCII,
 )
 _PRE_RANK = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "rc": 2, "pre": 2, "preview": 2}
 
@@ -62,7 +62,7 @@ VersionKey = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int,
 
 def version_key(text: str) -> VersionKey | None:
     """A sort key that orders versions as PEP 440 does; None for what PEP 440 cannot read."""
-    match = _VERSION.match(text.strip())
+    match = _VERSION.match(text)
     if match is None:
         return None
     release = tuple(int(x) for x in match["release"].split("."))
@@ -119,11 +119,16 @@ def read_record(prefix: Path) -> dict[str, Any] | None:
     return record
 
 
+def _built(identity: dict[str, Any]) -> str | None:
+    created = identity.get("created")
+    return created if isinstance(created, str) and _CREATED.match(created) else None
+
+
 def refusal(installed: dict[str, Any] | None, candidate: dict[str, Any]) -> str | None:
     """Why ``candidate`` (a manifest's identity) may not replace ``installed``; None if it may."""
     if installed is None:
         return None
-    old_built, new_built = installed.get("created"), candidate.get("created")
+    old_built, new_built = _built(installed), _built(candidate)
     older_build = bool(old_built and new_built and new_built < old_built)
     if installed.get("name") != candidate["name"]:
         if older_build:
@@ -137,15 +142,32 @@ def refusal(installed: dict[str, Any] | None, candidate: dict[str, Any]) -> str 
     return "the same version, built earlier" if older_build else None
 
 
+def _installed(prefix: Path) -> list[dict[str, Any]]:
+    """Every account of what is installed: the record, and the bundle in place (which an
+    interrupted install may have swapped in after the record was written)."""
+    found = []
+    record = read_record(prefix)
+    if record is not None:
+        found.append(record)
+    try:
+        manifest = json.loads((prefix / "bundle" / "manifest.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        manifest = None
+    if isinstance(manifest, dict):
+        found.append(_identity(manifest))
+    return found
+
+
 def check(prefix: Path, manifest_path: Path, *, allow_downgrade: bool = False) -> str:
     """Refuse (DowngradeError) a bundle older than the one installed in PREFIX; a note when a
     downgrade is allowed, else ''."""
     candidate = _identity(_load(manifest_path))
-    installed = read_record(prefix)
-    why = refusal(installed, candidate)
-    if why is None:
+    for installed in _installed(prefix):
+        why = refusal(installed, candidate)
+        if why is not None:
+            break
+    else:
         return ""
-    assert installed is not None
     what = f"{_describe(candidate)} is older than the installed {_describe(installed)}: {why}"
     if allow_downgrade:
         return f"warning: downgrading on purpose (--allow-downgrade): {what}"
@@ -166,8 +188,11 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def record(prefix: Path, manifest_path: Path, *, signer: str, envs: list[str]) -> dict[str, Any]:
-    """Write PREFIX/installed.json for the bundle just installed (atomically)."""
+def record(
+    prefix: Path, manifest_path: Path, *, signer: str, envs: list[str], complete: bool = True
+) -> dict[str, Any]:
+    """Write PREFIX/installed.json (atomically): the bundle in place, and whether the install
+    around it finished (``complete``) or only swapped the bundle in so far."""
     manifest_bytes = manifest_path.read_bytes()
     identity = _identity(_load(manifest_path))
     entry = {
@@ -176,6 +201,7 @@ def record(prefix: Path, manifest_path: Path, *, signer: str, envs: list[str]) -
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "signer_sha256": signer,
         "envs": envs,
+        "complete": complete,
         "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     tmp = prefix / f".{RECORD}.tmp"
@@ -200,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("manifest", type=Path)
     rec.add_argument("--signer", required=True, help="sha256 of the trusted key (DER)")
     rec.add_argument("--envs", default="")
+    rec.add_argument("--partial", action="store_true", help="the envs are not installed yet")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
@@ -207,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
             if note:
                 print(note, file=sys.stderr)
         else:
-            record(args.prefix, args.manifest, signer=args.signer, envs=args.envs.split())
+            record(
+                args.prefix,
+                args.manifest,
+                signer=args.signer,
+                envs=args.envs.split(),
+                complete=not args.partial,
+            )
     except (DowngradeError, IntegrityError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.fix:

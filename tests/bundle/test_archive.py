@@ -136,6 +136,11 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     return info
 
 
+def _pax(info: tarfile.TarInfo, **headers: str) -> tarfile.TarInfo:
+    info.pax_headers = headers
+    return info
+
+
 def _sparse(name: str, size: int) -> tarfile.TarInfo:
     """A GNU sparse member (PAX 0.1 map): ``size`` bytes of zeros from one stored byte."""
     info = _member(name)
@@ -183,6 +188,15 @@ EVIL: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], str]] = {
     "control-characters": ([(_member("b/a\nb"), b"x")], "b/a\\nb: its name holds control"),
     "not-utf8": ([(_member("b/caf\udce9"), b"x")], "its name is not UTF-8"),
     "reserved": ([(_member(f"b/{JOURNAL}"), b"x")], "a name the unpacker reserves"),
+    "reserved-spelled-otherwise": ([(_member(f"b/{JOURNAL}/."), None)], "an empty or '.' part"),
+    "dot-part": ([(_member("b/ok.txt/./x"), b"x")], "b/ok.txt/./x: an empty or '.' part"),
+    "same-name-spelled-twice": (
+        [(_member("b/d/ok"), b"x"), (_member("b/d//ok"), b"y")],
+        "b/d//ok: an empty or '.'",
+    ),
+    "deep": ([(_member("b/" + "d/" * 70 + "f"), b"x")], "deeper than 64 directories"),
+    "long-part": ([(_member("b/" + "n" * 300), b"x")], "longer than 255 bytes"),
+    "mtime-not-a-number": ([(_pax(_member("b/t"), mtime="inf"), b"x")], "not a number (inf)"),
 }
 
 
@@ -269,6 +283,11 @@ def _unreadable(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     garbage = bytearray(whole.read_bytes())
     garbage[last.offset : last.offset + 512] = os.urandom(512)
     (tmp_path / "garbage.tar").write_bytes(bytes(garbage))
+    # A size pointing back to its own header: tarfile would read that header forever.
+    _evil_tar(tmp_path / "negative.tar", (_pax(_member("b/loop"), size="-1536"), None))
+    with tarfile.open(tmp_path / "chain.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        for _ in range(2000):  # extended headers in a row: tarfile recurses once per header
+            tar.fileobj.write(_pax(_member("b/x", tarfile.XHDTYPE)).tobuf(tarfile.USTAR_FORMAT))
     (tmp_path / "empty.tar").write_bytes(b"")
     (tmp_path / "text.tar").write_text("this is not an archive\n" * 100)
     (tmp_path / "zip.tar").write_bytes(b"PK\x03\x04" + os.urandom(2000))
@@ -278,6 +297,8 @@ def _unreadable(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "half-an-end-marker": (_cut(whole, end + 256), "cut short"),
         "inside-a-header": (_cut(whole, last.offset + 100), "no readable member header"),
         "garbage-header": (tmp_path / "garbage.tar", "no readable member header"),
+        "negative-size": (tmp_path / "negative.tar", "b/loop: a negative size (-1536)"),
+        "header-chain": (tmp_path / "chain.tar", "not a tar archive"),
         "empty": (tmp_path / "empty.tar", "not a tar archive"),
         "text": (tmp_path / "text.tar", "not a tar archive"),
         "zip": (tmp_path / "zip.tar", "not a tar archive"),

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
-from offline.bundle.installed import refusal, version_key
+from offline.bundle.installed import check, refusal, version_key
 from offline.doctor.checks import posture
 from offline.doctor.context import Context
 from offline.doctor.runner import diagnose
@@ -168,3 +168,43 @@ def test_another_bundle_name_is_ordered_by_build_time() -> None:
     assert refusal(installed, _identity("1.0", "2026-04-01T00:00:00Z")) is None
     assert refusal(installed, _identity("10.0", "2026-02-01T00:00:00Z")) is not None
     assert refusal(None, _identity("0.1", None)) is None
+
+
+@pytest.mark.integration
+def test_an_install_stopped_after_the_swap_still_guards_against_replay(
+    signed_bundle: SignedBundle, tmp_path: Path
+) -> None:
+    pub, prefix = signed_bundle.pub, tmp_path / "opt"
+    first = _install(
+        _release(signed_bundle, tmp_path / "a", "2.0", "2026-06-01T00:00:00Z"), pub, prefix
+    )
+    assert first.returncode == 0, first.stderr
+    newer = _release(signed_bundle, tmp_path / "b", "3.0", "2026-08-01T00:00:00Z")
+    stopped = _install(newer, pub, prefix, "--env", "no-such-env")  # stops after the swap
+    assert stopped.returncode == 3, stopped.stderr
+    record = json.loads((prefix / "installed.json").read_text())
+    assert (record["version"], record["complete"]) == ("3.0", False)
+
+    replay = _release(signed_bundle, tmp_path / "c", "2.5", "2026-07-01T00:00:00Z")
+    refused = _install(replay, pub, prefix)
+    assert refused.returncode == DOWNGRADE_EXIT and "test 3.0" in refused.stderr
+
+    env = {name: good[0] for name, good in posture.REQUIRED.items()}
+    found = diagnose(Context.create(prefix / "bundle", environ=env), only=["bundle"]).findings
+    shown = next(f for f in found if f.id == "bundle.installed")
+    assert shown.status != "pass" and "did not finish" in shown.message
+
+
+def test_the_bundle_in_place_counts_even_when_the_record_is_older(tmp_path: Path) -> None:
+    """A record left from an earlier install (or edited by hand) cannot vouch for a replay."""
+    (tmp_path / "bundle").mkdir()
+    in_place = {"bundle": {"name": "x", "version": "3.0"}, "created": "2026-03-01T00:00:00Z"}
+    (tmp_path / "bundle" / "manifest.json").write_text(json.dumps(in_place))
+    (tmp_path / "installed.json").write_text(
+        json.dumps({"name": "x", "version": "1.0", "created": 5})
+    )
+    replay = tmp_path / "replay.json"
+    replay.write_text(json.dumps({**in_place, "bundle": {"name": "x", "version": "2.0"}}))
+    with pytest.raises(DowngradeError, match=r"x 3\.0"):
+        check(tmp_path, replay)
+    assert check(tmp_path, replay, allow_downgrade=True).startswith("warning: downgrading")

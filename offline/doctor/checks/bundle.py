@@ -112,6 +112,11 @@ def installed(context: Context) -> Result:
             "re-run install-offline.sh; it finishes an interrupted install",
         )
     data = read_record(record.parent) or {}
+    if data.get("complete") is False:
+        return problem(
+            "install-offline.sh put this bundle in place but did not finish (envs, settings)",
+            "re-run install-offline.sh; it finishes an interrupted install",
+        )
     actual = sha256_file(context.bundle / "manifest.json")
     if data.get("manifest_sha256") != actual:
         return problem(
