@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from offline.errors import ConfigError
@@ -94,6 +94,14 @@ def _lan(network: Network) -> bool:
     return any(network.version == lan.version and network.subnet_of(lan) for lan in NOT_PUBLIC)  # type: ignore[arg-type]
 
 
+def _covers_a_family(items: list[Network]) -> bool:
+    for version, whole in FAMILY.items():
+        same = [n for n in items if n.version == version]
+        if whole in ipaddress.collapse_addresses(same):  # type: ignore[type-var]
+            return True
+    return False
+
+
 def _port(network: Network) -> str:
     return f"[{network}]:443/tcp" if network.version == 6 else f"{network}:443/tcp"
 
@@ -136,6 +144,11 @@ def test_the_same_port_on_a_whole_family_is_refused(items: list[str]) -> None:
     st.lists(networks(), max_size=2),
     st.lists(networks(), max_size=2),
 )
+@example(  # two halves of the IPv4 space on one port: a whole family, named as such
+    allow=[],
+    ports=[ipaddress.ip_network("0.0.0.0/1"), ipaddress.ip_network("128.0.0.0/1")],
+    servers=[],
+)
 def test_without_the_flag_only_non_public_space_is_accepted(
     allow: list[Network], ports: list[Network], servers: list[Network]
 ) -> None:
@@ -144,6 +157,11 @@ def test_without_the_flag_only_non_public_space_is_accepted(
     lan_only = all(_lan(n) for n in allow + ports) and all(
         _lan(ipaddress.ip_network(a)) for a in dns
     )
+    if _covers_a_family(allow) or _covers_a_family(ports):
+        # A whole family is refused first: --allow-public would not make it acceptable.
+        with pytest.raises(ConfigError, match="the whole internet"):
+            make_policy(**options)
+        return
     if not lan_only:
         with pytest.raises(ConfigError, match="--allow-public"):
             make_policy(**options)
