@@ -28,6 +28,10 @@ class DataConfig(_Strict):
     text_column: str | None = None  # pretrain/classification; None: `text`, else every text field
     labels: list[str] | None = None  # classification label set; None: the labels seen in train
     shuffle: bool = True  # a fresh permutation per epoch from the seed
+    # sft/pretrain: examples share rows of max_length (positions restart at each, attention
+    # stays inside each); fewer padding tokens per step
+    packing: bool = False
+    reasoning: bool = True  # sft: train on the assistant's reasoning_content where given
 
 
 class LoraConfig(_Strict):
@@ -111,6 +115,8 @@ class TrainConfig(_Strict):
             problems.append("offload_optimizer: cpu needs zero_stage 1, 2 or 3")
         if self.warmup_steps >= self.max_steps:
             problems.append("warmup_steps must be below max_steps")
+        if self.data.packing and self.task == "classification":
+            problems.append("data.packing applies to task sft or pretrain, not classification")
         if self.checkpoint.light_every > self.checkpoint.full_every:
             problems.append("checkpoint.light_every must not exceed checkpoint.full_every")
         if problems:

@@ -20,22 +20,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offline.errors import ConfigError, DataError, NotFoundError
+from offline.errors import DataError, NotFoundError
 
 IGNORE = -100  # label value the loss skips
 
 
 @dataclass
 class Example:
-    input_ids: list[int]
-    labels: list[int] | int  # per-token targets (LM tasks) or a class index
+    input_ids: Sequence[int]
+    labels: Sequence[int] | int  # per-token targets (LM tasks) or a class index
+    # A packed row: the lengths of the examples it holds, in order (positions restart at each,
+    # and no token attends across them). None: one example.
+    segments: Sequence[int] | None = None
 
 
 @dataclass
 class Dataset:
-    examples: list[Example]
-    dropped: int = 0  # rows with nothing to learn from after truncation
+    examples: Sequence[Example]
+    dropped: int = 0  # rows with nothing to learn from
     label_names: list[str] = field(default_factory=list)
+    dropped_by: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    rows: int = 0  # examples before packing
+    first_problem: dict[str, str] = field(default_factory=dict)  # reason -> an example's detail
 
 
 def read_table(path: Path) -> Any:
@@ -84,27 +90,40 @@ def _conversations(table: Any, path: Path) -> list[list[dict[str, str]]]:
     names = table.schema.names
     if "messages" in names:
         return [
-            [{"role": m["role"], "content": m["content"] or ""} for m in (row or [])]
+            [_message(m) for m in (row or []) if isinstance(m, dict)]
             for row in table.column("messages").to_pylist()
         ]
     if "instruction" in names and "response" in names:
-        system = table.column("system").to_pylist() if "system" in names else [None] * len(table)
+        n = len(table)
+        system = table.column("system").to_pylist() if "system" in names else [None] * n
+        thought = table.column("reasoning").to_pylist() if "reasoning" in names else [None] * n
         rows = zip(
             system,
             table.column("instruction").to_pylist(),
             table.column("response").to_pylist(),
+            thought,
             strict=True,
         )
         return [
             ([{"role": "system", "content": s}] if s else [])
-            + [{"role": "user", "content": i or ""}, {"role": "assistant", "content": r or ""}]
-            for s, i, r in rows
+            + [
+                {"role": "user", "content": i or ""},
+                _message({"role": "assistant", "content": r, "reasoning_content": t}),
+            ]
+            for s, i, r, t in rows
         ]
     raise DataError(
         f"{path}: task sft needs a messages column or instruction + response columns"
         f" (columns: {', '.join(names)})",
         fix="point data.train at a conversation or instruction dataset, or use task: pretrain",
     )
+
+
+def _message(m: dict[str, Any]) -> dict[str, str]:
+    out = {"role": str(m.get("role") or ""), "content": str(m.get("content") or "")}
+    if m.get("reasoning_content"):
+        out["reasoning_content"] = str(m["reasoning_content"])
+    return out
 
 
 def load_dataset(
@@ -116,24 +135,27 @@ def load_dataset(
     text_column: str | None = None,
     label_column: str = "label",
     label_names: Sequence[str] | None = None,
+    reasoning: bool = True,
+    packing: bool = False,
 ) -> Dataset:
-    """Tokenize ``path`` for ``task``.
+    """Tokenize ``path`` for ``task``; with ``packing``, LM examples share rows of ``max_length``.
 
     Raises:
         NotFoundError: ``path`` is missing.
         DataError: the file is empty, lacks the task's columns, or holds labels outside
             ``label_names``.
+        TemplateError: task ``sft`` with a chat template that cannot be masked.
     """
     table = read_table(path)
     if table.num_rows == 0:
         raise DataError(f"{path} has no rows", fix="check the split and cleaning metrics")
     if task == "sft":
-        return _sft(_conversations(table, path), tok, max_length)
+        data = _sft(_conversations(table, path), tok, max_length, reasoning)
+        return pack(data, max_length) if packing else data
     texts = column_texts(table, text_column, path)
     if task == "pretrain":
-        enc = tok([t + tok.eos_token for t in texts], truncation=True, max_length=max_length)
-        examples = [Example(ids, list(ids)) for ids in enc["input_ids"] if len(ids) > 1]
-        return Dataset(examples, dropped=len(texts) - len(examples))
+        data = _pretrain(texts, tok, max_length)
+        return pack(data, max_length) if packing else data
     if label_column not in table.schema.names:
         raise DataError(
             f"{path} has no label column {label_column!r}"
@@ -161,53 +183,223 @@ def load_dataset(
     return Dataset(examples, dropped=len(texts) - len(examples), label_names=names)
 
 
-def _sft(conversations: list[list[dict[str, str]]], tok: Any, max_length: int) -> Dataset:
-    if not tok.chat_template or "generation" not in tok.chat_template:
-        raise ConfigError(
-            "the tokenizer's chat template does not mark assistant tokens ({% generation %}),"
-            " so the loss cannot be limited to them",
-            fix="use a tokenizer whose template has {% generation %} (offline train init-model"
-            " writes one)",
-        )
-    examples = []
+def _sft(
+    conversations: list[list[dict[str, str]]], tok: Any, max_length: int, reasoning: bool
+) -> Dataset:
+    from offline.train.chat import Dropped, encode_conversation, mask_method
+
+    method = mask_method(tok)  # a template that cannot be masked stops here, saying why
+    examples: list[Example] = []
+    dropped_by: dict[str, int] = {}
+    first: dict[str, str] = {}
     for messages in conversations:
-        if not any(m["role"] == "assistant" for m in messages):
+        try:
+            ids, labels = encode_conversation(
+                tok, messages, max_length=max_length, reasoning=reasoning, method=method
+            )
+        except Dropped as exc:
+            dropped_by[exc.reason] = dropped_by.get(exc.reason, 0) + 1
+            first.setdefault(exc.reason, exc.detail)
             continue
-        enc = tok.apply_chat_template(
-            messages,
-            tokenize=True,
-            return_dict=True,
-            return_assistant_tokens_mask=True,
-            truncation=True,
-            max_length=max_length,
+        examples.append(Example(ids, labels))
+    return Dataset(
+        examples,
+        dropped=len(conversations) - len(examples),
+        dropped_by=dropped_by,
+        rows=len(examples),
+        first_problem=first,
+    )
+
+
+def _pretrain(texts: list[str], tok: Any, max_length: int) -> Dataset:
+    """Whole documents, each cut into pieces of ``max_length`` (nothing past it is lost)."""
+    enc = tok([t + tok.eos_token for t in texts if t], add_special_tokens=True)
+    examples = []
+    for ids in enc["input_ids"]:
+        for start in range(0, len(ids), max_length):
+            piece = list(ids[start : start + max_length])
+            if len(piece) > 1:  # a single token predicts nothing
+                examples.append(Example(piece, list(piece)))
+    empty = sum(1 for t in texts if not t)
+    return Dataset(
+        examples,
+        dropped=empty,
+        dropped_by={"empty": empty} if empty else {},
+        rows=len(examples),
+    )
+
+
+def pack(data: Dataset, width: int) -> Dataset:
+    """Examples into rows of at most ``width`` tokens, best fit by decreasing length.
+
+    Deterministic (ties keep the data's order); each row keeps its examples' lengths so
+    :func:`collate` restarts positions and keeps attention inside each one. The first label
+    of every example is ignored: nothing in the row before it is its context.
+    """
+    import bisect
+
+    order = sorted(range(len(data.examples)), key=lambda i: -len(data.examples[i].input_ids))
+    rows: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (free tokens, row) sorted
+    for i in order:
+        size = len(data.examples[i].input_ids)
+        at = bisect.bisect_left(room, (size, -1))
+        if at < len(room):
+            free, row = room.pop(at)
+            rows[row].append(i)
+            bisect.insort(room, (free - size, row))
+        else:
+            rows.append([i])
+            bisect.insort(room, (width - size, len(rows) - 1))
+    packed = []
+    for members in sorted(rows, key=min):  # rows in the order of their first example
+        members.sort()
+        ids: list[int] = []
+        labels: list[int] = []
+        for i in members:
+            e = data.examples[i]
+            assert isinstance(e.labels, Sequence)
+            ids += list(e.input_ids)
+            labels += [IGNORE, *list(e.labels)[1:]]
+        packed.append(Example(ids, labels, [len(data.examples[i].input_ids) for i in members]))
+    return Dataset(
+        packed,
+        dropped=data.dropped,
+        label_names=data.label_names,
+        dropped_by=data.dropped_by,
+        rows=len(data.examples),
+        first_problem=data.first_problem,
+    )
+
+
+class StoredExamples(Sequence[Example]):
+    """Examples read straight from a memory-mapped Arrow file (see :func:`save_examples`):
+    ranks on one host share its pages instead of each holding Python lists."""
+
+    def __init__(self, table: Any) -> None:
+        def flat(name: str) -> tuple[Any, Any]:
+            column = table.column(name).combine_chunks()
+            return column.offsets.to_numpy(), column.values.to_numpy()
+
+        self._n = int(table.num_rows)
+        self._ids = flat("input_ids")
+        names = table.schema.names
+        self._labels = flat("labels") if table.schema.field("labels").type != "int32" else None
+        self._classes = None if self._labels else table.column("labels").to_numpy()
+        self._segments = flat("segments") if "segments" in names else None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _one(self, i: int) -> Example:
+        def cut(pair: tuple[Any, Any]) -> Any:
+            offsets, values = pair
+            return values[offsets[i] : offsets[i + 1]]
+
+        labels = cut(self._labels) if self._labels else int(self._classes[i])  # type: ignore[index]
+        segments = cut(self._segments) if self._segments else None
+        return Example(cut(self._ids), labels, segments)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._one(i) for i in range(*index.indices(self._n))]
+        if index < 0:
+            index += self._n
+        if not 0 <= index < self._n:
+            raise IndexError(index)
+        return self._one(index)
+
+
+def save_examples(data: Dataset, path: Path) -> None:
+    """``data`` as an Arrow IPC file at ``path`` (written aside, then renamed into place)."""
+    import json
+    import os
+
+    import pyarrow as pa
+
+    lists = pa.list_(pa.int32())
+    columns: dict[str, Any] = {
+        "input_ids": pa.array([list(e.input_ids) for e in data.examples], type=lists)
+    }
+    if data.examples and isinstance(data.examples[0].labels, int):
+        columns["labels"] = pa.array([e.labels for e in data.examples], type=pa.int32())
+    else:
+        columns["labels"] = pa.array([list(e.labels) for e in data.examples], type=lists)  # type: ignore[arg-type]
+    if any(e.segments is not None for e in data.examples):
+        columns["segments"] = pa.array(
+            [list(e.segments or [len(e.input_ids)]) for e in data.examples], type=lists
         )
-        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-        labels = [i if m else IGNORE for i, m in zip(ids, mask, strict=True)]
-        if any(m for m in mask[1:]):  # something to predict after the first token
-            examples.append(Example(ids, labels))
-    return Dataset(examples, dropped=len(conversations) - len(examples))
+    meta = {
+        "dropped": data.dropped,
+        "label_names": data.label_names,
+        "dropped_by": data.dropped_by,
+        "rows": data.rows,
+        "first_problem": data.first_problem,
+    }
+    table = pa.table(columns).replace_schema_metadata({"dataset": json.dumps(meta)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(1, table.num_rows))
+    os.replace(tmp, path)
+
+
+def open_examples(path: Path) -> Dataset:
+    """A :class:`Dataset` over the memory-mapped file :func:`save_examples` wrote."""
+    import json
+
+    import pyarrow as pa
+
+    table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    meta = json.loads(table.schema.metadata[b"dataset"])
+    return Dataset(StoredExamples(table), **meta)
 
 
 def collate(examples: Sequence[Example], pad_id: int, task: str) -> dict[str, Any]:
-    """Right-pad to the longest example; padding is masked out of attention and the loss."""
+    """Right-pad to the longest example; padding is masked out of attention and the loss.
+
+    Packed rows (see :func:`pack`) get ``position_ids`` that restart at every example and no
+    ``attention_mask``: transformers then keeps attention inside each example.
+    """
     import torch
 
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(examples), width), dtype=torch.long)
     for row, e in enumerate(examples):
-        ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        ids[row, : len(e.input_ids)] = _tensor(e.input_ids)
         attention[row, : len(e.input_ids)] = 1
-    batch = {"input_ids": ids, "attention_mask": attention}
+    batch: dict[str, Any] = {"input_ids": ids, "attention_mask": attention}
     if task == "classification":
         batch["labels"] = torch.tensor([int(e.labels) for e in examples])  # type: ignore[arg-type]
-    else:
-        labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+        return batch
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for row, e in enumerate(examples):
+        assert not isinstance(e.labels, int)
+        labels[row, : len(e.labels)] = _tensor(e.labels)
+    batch["labels"] = labels
+    if any(e.segments is not None for e in examples):
+        positions = torch.zeros((len(examples), width), dtype=torch.long)
         for row, e in enumerate(examples):
-            assert isinstance(e.labels, list)
-            labels[row, : len(e.labels)] = torch.tensor(e.labels)
-        batch["labels"] = labels
+            lengths = list(e.segments or [len(e.input_ids)])
+            if width > sum(lengths):
+                lengths.append(width - sum(lengths))  # the padding is a segment of its own
+            positions[row] = torch.cat([torch.arange(n) for n in lengths])
+        batch["position_ids"] = positions
+        del batch["attention_mask"]
     return batch
+
+
+def _tensor(values: Sequence[int]) -> Any:
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.array(values, dtype=np.int64))  # a copy: stored pages stay read-only
+
+
+def real_tokens(examples: Sequence[Example]) -> int:
+    """Tokens of a batch of ``examples`` that are not padding."""
+    return sum(len(e.input_ids) for e in examples)
 
 
 def target_tokens(batch: dict[str, Any], task: str) -> int:

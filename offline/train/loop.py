@@ -31,6 +31,7 @@ from typing import Any
 
 from offline.errors import (
     ConfigError,
+    DataError,
     NetworkError,
     NotFoundError,
     ResourceError,
@@ -46,7 +47,16 @@ from offline.train.config import (
     resolve_precision,
     uses_deepspeed_optimizer,
 )
-from offline.train.data import DataOrder, Dataset, collate, load_dataset, target_tokens
+from offline.train.data import (
+    DataOrder,
+    Dataset,
+    collate,
+    load_dataset,
+    open_examples,
+    real_tokens,
+    save_examples,
+    target_tokens,
+)
 from offline.train.guards import SpikeDetector, ThroughputWatch
 
 # Fields that do not change what the weights become; every other field is part of the run's
@@ -67,6 +77,45 @@ OOM_FIX = (
     " zero_stage: 3, offload_optimizer: cpu and offload_params: cpu, or"
     " activation_checkpointing: true"
 )
+
+
+def _dropped_text(data: Dataset) -> str:
+    from offline.train.chat import REASONS
+
+    parts = [
+        f"{count} dropped: {REASONS.get(reason, reason)}"
+        + (f" (e.g. {data.first_problem[reason]})" if data.first_problem.get(reason) else "")
+        for reason, count in sorted(data.dropped_by.items(), key=lambda kv: -kv[1])
+    ]
+    return "; ".join(parts)
+
+
+def _drop_fix(data: Dataset, max_length: int) -> str:
+    worst = max(data.dropped_by, key=lambda r: data.dropped_by[r])
+    return {
+        "truncated": f"raise data.max_length (now {max_length}) or shorten the system prompts",
+        "no_assistant_turn": "the conversations need assistant turns to learn from",
+        "empty": "the assistant turns are empty: check the messages column",
+        "template_refused": "fix the conversations the template refuses (roles, their order)",
+        "template_mismatch": "use the model's published chat template",
+    }.get(worst, "check the data")
+
+
+def _wait_for(path: Path, failed: Path, timeout: float = 3600.0) -> None:
+    """Wait for local rank 0 to write ``path`` (it writes ``failed`` if it cannot)."""
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if failed.is_file():
+            raise DataError(f"local rank 0 could not prepare the data: {failed.read_text()}")
+        if time.monotonic() > deadline:
+            raise DataError(
+                f"waited {timeout:.0f} s for local rank 0 to write {path}",
+                fix="check rank 0's output; a shared checkpoint.dir must be writable",
+            )
+        time.sleep(0.2)
+
+
+_STORE_FORMAT = 1  # the layout of the tokenized data files; bump when it changes
 
 
 @dataclass
@@ -358,23 +407,63 @@ class Trainer:
             "text_column": cfg.data.text_column,
             "label_column": cfg.data.label_column,
             "label_names": cfg.data.labels,
+            "reasoning": cfg.data.reasoning,
+            "packing": cfg.data.packing,
         }
-        self.train_data = load_dataset(self.root / cfg.data.train, cfg.task, self.tok, **kwargs)
+        self.train_data = self._stored("train", cfg.data.train, kwargs)
         if cfg.task == "classification" and not cfg.data.labels:
             kwargs["label_names"] = self.train_data.label_names
         self.val_data: Dataset | None = None
         if cfg.data.validation:
-            self.val_data = load_dataset(
-                self.root / cfg.data.validation, cfg.task, self.tok, **kwargs
-            )
+            self.val_data = self._stored("validation", cfg.data.validation, kwargs)
+        self._report_data()
         per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.world
         if len(self.train_data.examples) < per_step:
+            data = self.train_data
+            kind = "packed rows" if cfg.data.packing else "usable examples"
+            if not data.examples and data.dropped_by:
+                raise DataError(
+                    f"data.train: no usable example; {_dropped_text(data)}",
+                    fix=_drop_fix(data, cfg.data.max_length),
+                )
             raise ConfigError(
-                f"data.train has {len(self.train_data.examples)} usable examples, fewer than one"
-                f" step's {per_step} (micro_batch_size x gradient_accumulation_steps x ranks)",
+                f"data.train has {len(data.examples)} {kind}, fewer than one step's {per_step}"
+                " (micro_batch_size x gradient_accumulation_steps x ranks)"
+                + (f"; {_dropped_text(data)}" if data.dropped_by else ""),
                 fix="lower micro_batch_size or gradient_accumulation_steps, or add data",
             )
         self.order = DataOrder(len(self.train_data.examples), cfg.seed, cfg.data.shuffle)
+
+    def _stored(self, name: str, relative: str, kwargs: dict[str, Any]) -> Dataset:
+        """Tokenized once per host (local rank 0) into a memory-mapped file all ranks read."""
+        from offline import __version__
+
+        key = hashlib.sha256(f"{__version__}:{_STORE_FORMAT}".encode()).hexdigest()[:8]
+        path = self.run_dir / "data" / f"{name}-{key}.arrow"
+        failed = path.with_suffix(".failed")
+        if not path.is_file():
+            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                failed.unlink(missing_ok=True)
+                try:
+                    data = load_dataset(self.root / relative, self.cfg.task, self.tok, **kwargs)
+                    save_examples(data, path)
+                except Exception as exc:
+                    with contextlib.suppress(OSError):
+                        failed.write_text(str(exc))
+                    raise
+            else:
+                _wait_for(path, failed)
+        return open_examples(path)
+
+    def _report_data(self) -> None:
+        data = self.train_data
+        if self.cfg.data.packing:
+            text = f"{data.rows} examples packed into {len(data.examples)} rows"
+        else:
+            text = f"{len(data.examples)} examples kept"
+        if data.dropped_by:
+            text += f", {_dropped_text(data)}"
+        self.say(f"data.train: {text}")
 
     def _load_model(self, model_dir: Path) -> Any:
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -661,7 +750,7 @@ class Trainer:
             self.engine.backward(out.loss)
             self.engine.step()
             losses += loss
-            tokens += int(batch["attention_mask"].sum())
+            tokens += real_tokens(chunk)
         seconds = time.perf_counter() - started
         tokens = int(self.all_sum([float(tokens)])[0])
         return losses / ga, tokens, seconds
