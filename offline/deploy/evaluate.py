@@ -61,7 +61,7 @@ def _rows(model: Any, data: Path, rows: int | None) -> tuple[Any, Any, str, int,
     wanted: list[list[int]] = []
     for e in examples:
         assert isinstance(e.labels, list)
-        for window, targets in _windows(e.input_ids, e.labels, model.seq_len):
+        for window, targets in _windows(list(e.input_ids), e.labels, model.seq_len):
             windows.append(window)
             wanted.append(targets)
     ids = model.pad(windows)

@@ -327,7 +327,11 @@ def save_examples(data: Dataset, path: Path) -> None:
         columns["labels"] = pa.array([list(e.labels) for e in data.examples], type=lists)  # type: ignore[arg-type]
     if any(e.segments is not None for e in data.examples):
         columns["segments"] = pa.array(
-            [list(e.segments or [len(e.input_ids)]) for e in data.examples], type=lists
+            [
+                list(e.segments) if e.segments is not None else [len(e.input_ids)]
+                for e in data.examples
+            ],
+            type=lists,
         )
     meta = {
         "dropped": data.dropped,
@@ -381,7 +385,7 @@ def collate(examples: Sequence[Example], pad_id: int, task: str) -> dict[str, An
     if any(e.segments is not None for e in examples):
         positions = torch.zeros((len(examples), width), dtype=torch.long)
         for row, e in enumerate(examples):
-            lengths = list(e.segments or [len(e.input_ids)])
+            lengths = list(e.segments) if e.segments is not None else [len(e.input_ids)]
             if width > sum(lengths):
                 lengths.append(width - sum(lengths))  # the padding is a segment of its own
             positions[row] = torch.cat([torch.arange(n) for n in lengths])
