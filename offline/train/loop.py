@@ -838,6 +838,8 @@ class Trainer:
                 "parameters": self.parameters,
                 "trainable": self.trainable,
                 "examples": len(self.train_data.examples),
+                "examples_before_packing": self.train_data.rows,
+                "dropped": self.train_data.dropped_by,
             }
         )
         self.say(
@@ -1080,6 +1082,8 @@ class Trainer:
             "data": {
                 "digests": self.identity["data_digest"],
                 "train_examples": len(self.train_data.examples),
+                "train_examples_before_packing": self.train_data.rows,
+                "dropped": self.train_data.dropped_by,
                 "dvc_lock": _dvc_lineage(self.root, data_paths),
             },
             "model_digest": self.identity["model_digest"],
