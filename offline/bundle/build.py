@@ -31,12 +31,12 @@ from offline.bundle.lock import (
     lock_inputs,
     resolve,
 )
-from offline.bundle.models import collect_model
+from offline.bundle.models import ModelSource, collect_model
 from offline.bundle.progress import NullReporter, Reporter
 from offline.bundle.sign import load_private_key, public_pem, sign
 from offline.bundle.simple import write_simple_index
 from offline.bundle.spec import LoadedSpec, load_spec
-from offline.bundle.split import write_parts
+from offline.bundle.split import fat32_warning, write_parts
 from offline.errors import ConfigError, IntegrityError, NotFoundError, ResourceError, ToolError
 from offline.fsutil import (
     atomic_write_bytes,
@@ -68,6 +68,7 @@ class BuildResult:
     parts_index: Path | None
     seconds: float
     stats: FetchStats = field(default_factory=FetchStats)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -86,6 +87,7 @@ class _Staged:
     images: list[dict[str, Any]] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
     toolkit_wheel: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def build(
@@ -122,6 +124,7 @@ def build(
     parts_index = None
     if max_part_size:
         parts_index = _split(loaded, out, max_part_size, created, reporter)
+        staged.warnings.extend(filter(None, [fat32_warning(max_part_size)]))
     return BuildResult(
         out=out,
         kind=manifest["kind"],
@@ -134,6 +137,7 @@ def build(
         parts_index=parts_index,
         seconds=round(time.monotonic() - started, 2),
         stats=stats,
+        warnings=staged.warnings,
     )
 
 
@@ -169,12 +173,17 @@ class _Stager:
     staged: _Staged = field(default_factory=_Staged)
 
     def run(self) -> _Staged:
+        # Models first: a pattern that matches nothing stops the build before any download.
+        models = [
+            collect_model(model, self.loaded, self.cache.root / "hub")
+            for model in self.loaded.spec.model
+        ]
         self.envs()
         if self.loaded.spec.toolkit.wheel:
             self.toolkit_wheel()
         write_simple_index(self.stage, self.staged.wheels)
         self.images()
-        self.models()
+        self.models(models)
         self.files()
         _copy_installer(self.stage)
         return self.staged
@@ -283,9 +292,8 @@ class _Stager:
                 sbom_.image_component(record.ref, record.digest, record.platform)
             )
 
-    def models(self) -> None:
-        for model in self.loaded.spec.model:
-            src = collect_model(model, self.loaded, self.cache.root / "hub")
+    def models(self, sources: list[ModelSource]) -> None:
+        for model, src in zip(self.loaded.spec.model, sources, strict=True):
             dest = self.stage / "models" / model.name
             task = f"model {model.name}"
             self.reporter.start(task, len(src.files))
@@ -294,8 +302,17 @@ class _Stager:
                 self.reporter.advance(task)
             self.reporter.done(task)
             self.staged.models.append(
-                {"name": model.name, "source": src.source, "path": f"models/{model.name}"}
+                {
+                    "name": model.name,
+                    "source": src.source,
+                    "path": f"models/{model.name}",
+                    "include": model.include,
+                    "exclude": model.exclude,
+                    "taken": [f.as_posix() for f in src.files],
+                    "left_out": [f.as_posix() for f in src.left_out],
+                }
             )
+            self.staged.warnings.extend(src.warnings)
 
     def files(self) -> None:
         for entry in self.loaded.spec.files:

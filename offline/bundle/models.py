@@ -1,7 +1,10 @@
 """Model weights into the bundle: local directories (or the hub, connected side only).
 
-safetensors files are checked structurally (header parses, every tensor lies inside the file);
-pickle-based weights can run code when loaded, so they are refused unless the spec allows them.
+The spec's ``include``/``exclude`` patterns choose the files (offline/bundle/patterns.py); a
+pattern that matches nothing, or a choice with no weights left, is an error. safetensors files
+are checked structurally (header parses, every tensor lies inside the file); pickle-based weights
+can run code when loaded, so they are refused unless the spec allows them, and a model whose only
+weights are pickles gets a warning.
 """
 
 from __future__ import annotations
@@ -9,13 +12,15 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from offline.bundle.patterns import Selection, select
 from offline.bundle.spec import LoadedSpec, Model
-from offline.errors import IntegrityError, NetworkError, NotFoundError, OfflineError
+from offline.errors import ConfigError, IntegrityError, NetworkError, NotFoundError, OfflineError
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+WEIGHT_SUFFIXES = {".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt"}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -24,7 +29,9 @@ class ModelSource:
     name: str
     directory: Path
     source: str  # "path:…" or "hub:org/name@revision"
-    files: tuple[Path, ...]  # relative to directory
+    files: tuple[Path, ...]  # the files taken, relative to directory
+    left_out: tuple[Path, ...] = ()  # what the exclude/include patterns left behind
+    warnings: tuple[str, ...] = ()
 
 
 def check_safetensors(path: Path) -> int:
@@ -71,32 +78,86 @@ def collect_model(model: Model, spec: LoadedSpec, hub_cache: Path) -> ModelSourc
         source = f"path:{model.path}"
     else:
         directory, source = _from_hub(model, hub_cache)
-    files = tuple(
-        sorted(p.relative_to(directory) for p in directory.rglob("*") if _wanted(p, directory))
-    )
+    files = [p.relative_to(directory).as_posix() for p in directory.rglob("*")]
+    files = sorted(f for f in files if _wanted(directory, f))
     if not files:
         raise NotFoundError(f"model {model.name!r}: {directory} holds no files")
-    _check_files(model, directory, files)
-    return ModelSource(model.name, directory, source, files)
+    chosen = _choose(model, directory, files)
+    _check_files(model, directory, chosen)
+    return ModelSource(
+        model.name,
+        directory,
+        source,
+        tuple(Path(f) for f in chosen.taken),
+        tuple(Path(f) for f in chosen.left_out),
+        _pickle_warning(model, chosen.taken),
+    )
 
 
-def _wanted(path: Path, root: Path) -> bool:
-    rel = path.relative_to(root)
-    return path.is_file() and not any(part.startswith(".") for part in rel.parts)
+def _wanted(root: Path, rel: str) -> bool:
+    # Dot files and directories (.git, .cache/huggingface) are never part of a model.
+    return (root / rel).is_file() and not any(part.startswith(".") for part in rel.split("/"))
 
 
-def _check_files(model: Model, directory: Path, files: tuple[Path, ...]) -> None:
-    pickles = [str(f) for f in files if f.suffix in PICKLE_SUFFIXES]
+def _choose(model: Model, directory: Path, files: list[str]) -> Selection:
+    chosen = select(files, model.include, model.exclude)
+    if chosen.unmatched:
+        raise ConfigError(
+            f"model {model.name!r}: {', '.join(chosen.unmatched)} "
+            f"{'matches' if len(chosen.unmatched) == 1 else 'match'} no file in {directory}",
+            fix="fix the pattern in this [[model]] entry of the spec: a relative POSIX path "
+            "where * and ? stay within one directory and ** spans any (README 'Bundle spec')",
+        )
+    if (model.include or model.exclude) and not _weights(chosen.taken):
+        behind = ", ".join(_weights(chosen.left_out)) or "none: the directory holds none"
+        raise ConfigError(
+            f"model {model.name!r}: include {model.include} and exclude {model.exclude} take "
+            f"no weights file (*{', *'.join(sorted(WEIGHT_SUFFIXES))}) from {directory}; "
+            f"weights left out: {behind}",
+            fix="change include/exclude so that the model's weights are taken",
+        )
+    return chosen
+
+
+def _weights(files: tuple[str, ...]) -> list[str]:
+    return [f for f in files if PurePosixPath(f).suffix in WEIGHT_SUFFIXES]
+
+
+def _check_files(model: Model, directory: Path, chosen: Selection) -> None:
+    pickles = [f for f in chosen.taken if PurePosixPath(f).suffix in PICKLE_SUFFIXES]
     if pickles and not model.allow_pickle:
         raise IntegrityError(
             f"model {model.name!r} has pickle-based weights ({', '.join(pickles)}) that can run "
             "code when loaded",
-            fix="convert them to safetensors, or set allow_pickle = true for this model if you "
-            "trust the source",
+            fix=_pickle_fix(chosen, pickles),
         )
-    for rel in files:
-        if rel.suffix == ".safetensors":
+    for rel in chosen.taken:
+        if rel.endswith(".safetensors"):
             check_safetensors(directory / rel)
+
+
+def _pickle_fix(chosen: Selection, pickles: list[str]) -> str:
+    fix = (
+        "convert them to safetensors, or set allow_pickle = true for this model if you trust "
+        "the source"
+    )
+    if not any(f.endswith(".safetensors") for f in (*chosen.taken, *chosen.left_out)):
+        return fix
+    suffixes = ", ".join(f'"*{s}"' for s in sorted({PurePosixPath(f).suffix for f in pickles}))
+    return (
+        f"the model also ships safetensors: exclude = [{suffixes}] leaves the pickles out; or {fix}"
+    )
+
+
+def _pickle_warning(model: Model, files: tuple[str, ...]) -> tuple[str, ...]:
+    weights = _weights(files)
+    if not weights or any(PurePosixPath(f).suffix not in PICKLE_SUFFIXES for f in weights):
+        return ()
+    return (
+        f"model {model.name!r}: its only weights are pickles ({', '.join(weights)}), which run "
+        "code when loaded; convert them to safetensors (transformers: "
+        "save_pretrained(DIR, safe_serialization=True)) and bundle those instead",
+    )
 
 
 def _from_hub(model: Model, hub_cache: Path) -> tuple[Path, str]:

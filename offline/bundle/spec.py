@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from offline.bundle.patterns import pattern_problem
 from offline.errors import ConfigError, NotFoundError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -142,6 +143,17 @@ class Model(_Strict):
     hub: str | None = None
     revision: str | None = None
     allow_pickle: bool = False
+    # Glob patterns over the model's files (offline/bundle/patterns.py); none: every file.
+    include: list[str] = []
+    exclude: list[str] = []
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        problems = [why for why in map(pattern_problem, value) if why]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> Model:

@@ -35,6 +35,9 @@ _UNITS = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
+# FAT32, the file system most USB sticks are sold with, holds files of at most 4 GiB - 1 byte.
+FAT32_MAX_FILE = 4 * 1024**3 - 1
+FAT32_SAFE_PART = "3.9GiB"
 
 
 def parse_size(text: str) -> int:
@@ -42,11 +45,28 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
     unit = match[2].lower() if match else ""
     if match is None or unit not in _UNITS:
-        raise ConfigError(f"--max-part-size {text!r} is not a size", fix="use e.g. 4GiB or 700MB")
+        raise ConfigError(
+            f"--max-part-size {text!r} is not a size",
+            fix=f"use e.g. {FAT32_SAFE_PART} (fits FAT32) or 700MB",
+        )
     size = int(float(match[1]) * _UNITS[unit])
     if size < 1024 * 1024:
-        raise ConfigError(f"--max-part-size {text!r} is below 1 MiB", fix="use e.g. 4GiB")
+        raise ConfigError(
+            f"--max-part-size {text!r} is below 1 MiB", fix=f"use e.g. {FAT32_SAFE_PART}"
+        )
     return size
+
+
+def fat32_warning(part_size: int) -> str | None:
+    """A warning when volumes of ``part_size`` bytes do not fit on FAT32 media, else None."""
+    if part_size <= FAT32_MAX_FILE:
+        return None
+    return (
+        f"--max-part-size {part_size / 1024**3:g}GiB ({part_size} bytes) writes volumes that "
+        f"FAT32 cannot hold (at most {FAT32_MAX_FILE} bytes, 4 GiB - 1, per file), the file "
+        f"system most USB sticks come with; use --max-part-size {FAT32_SAFE_PART} for FAT32 "
+        "media (exFAT, NTFS and ext4 hold larger files)"
+    )
 
 
 class _PartWriter:

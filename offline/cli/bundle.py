@@ -24,7 +24,8 @@ def build_cmd(
         Path | None, typer.Option(help="ed25519 private key (PEM) to sign with.")
     ] = None,
     max_part_size: Annotated[
-        str | None, typer.Option(help="Also write split volumes of this size, e.g. 4GiB.")
+        str | None,
+        typer.Option(help="Also write split volumes of this size, e.g. 3.9GiB (fits FAT32)."),
     ] = None,
     since: Annotated[
         Path | None, typer.Option(help="Old manifest.json: build a diff with only what it lacks.")
@@ -55,6 +56,8 @@ def build_cmd(
             refresh=refresh,
             reporter=reporter,
         )
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     if json_out:
         print_json(result.to_json())
         return

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fixtures.specs import SpecFactory
+from tests.fixtures.specs import SpecFactory, write_safetensors
 
 BIN = Path(sys.executable).parent
 
@@ -71,6 +71,24 @@ def test_build_json_summary(make_spec: SpecFactory, tmp_path: Path) -> None:
     assert Path(summary["out"]) == out.resolve()
     again = run("bundle", "build", "--spec", str(spec), "--out", str(out), "--cache-dir", cache)
     assert again.returncode == 0 and "0 files (0.0 MB), 4 from cache" in again.stdout
+
+
+def test_build_pattern_typo_exits_3_and_fat32_warning(
+    make_spec: SpecFactory, tmp_path: Path
+) -> None:
+    spec = make_spec(extra='[[model]]\nname = "m"\npath = "m"\nexclude = ["*.bim"]\n')
+    write_safetensors(spec.parent / "m" / "model.safetensors")
+    out, cache = tmp_path / "out", str(tmp_path / "cache")
+    proc = run("bundle", "build", "--spec", str(spec), "--out", str(out), "--cache-dir", cache)
+    assert proc.returncode == 3 and "exclude '*.bim'" in proc.stderr and "'m'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    spec.write_text(spec.read_text().replace('exclude = ["*.bim"]', 'exclude = ["*.bin"]'))
+    (spec.parent / "m" / "pytorch_model.bin").write_bytes(b"pickle")
+    args = ["--spec", str(spec), "--out", str(out), "--cache-dir", cache, "--json"]
+    proc = run("bundle", "build", *args, "--max-part-size", "4GiB")
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = json.loads(proc.stdout)["warnings"]
+    assert f"warning: {warning}" in proc.stderr and "FAT32" in warning and "3.9GiB" in warning
 
 
 def test_keygen_is_private_and_never_overwrites(tmp_path: Path) -> None:
