@@ -9,7 +9,7 @@ BUNDLE_OUT ?= dist/bundle
 KEY_DIR ?= keys
 KEY ?= $(KEY_DIR)/bundle-signing.pem
 PYTEST_ARGS ?=
-# e.g. make bundle MAX_PART_SIZE=4GiB also writes split volumes next to the bundle
+# e.g. make bundle MAX_PART_SIZE=3.9GiB also writes split volumes next to the bundle (FAT32 holds files under 4 GiB)
 MAX_PART_SIZE ?=
 
 .PHONY: install test-deps ds-ops test lint bundle bench demo clean
