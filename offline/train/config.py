@@ -39,13 +39,11 @@ class LoraConfig(_Strict):
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = [
-        "q_a_proj",
-        "q_b_proj",
-        "kv_a_proj_with_mqa",
-        "kv_b_proj",
-        "o_proj",
-    ]
+    # all-linear: every linear layer of attention and MLP of the loaded model (not lm_head or a
+    # classification head); or names of its layers (q_proj, self_attn.o_proj), each must match
+    target_modules: Literal["all-linear"] | list[str] = Field("all-linear", min_length=1)
+    # 4 or 8: the frozen base is loaded quantized by bitsandbytes (QLoRA); needs CUDA
+    base_bits: Literal[4, 8] | None = None
 
 
 class CheckpointConfig(_Strict):
@@ -119,6 +117,12 @@ class TrainConfig(_Strict):
             problems.append("data.packing applies to task sft or pretrain, not classification")
         if self.checkpoint.light_every > self.checkpoint.full_every:
             problems.append("checkpoint.light_every must not exceed checkpoint.full_every")
+        if self.lora.base_bits is not None and not self.lora.enabled:
+            problems.append("lora.base_bits needs lora.enabled: true")
+        if self.lora.base_bits is not None and self.zero_stage == 3:
+            problems.append(
+                "lora.base_bits needs zero_stage 0, 1 or 2 (ZeRO-3 partitions the packed weights)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -58,6 +58,7 @@ from offline.train.data import (
     target_tokens,
 )
 from offline.train.guards import SpikeDetector, ThroughputWatch
+from offline.train.lora import add_adapters, check_kbit, kbit_load_kwargs, prepare_kbit
 
 # Fields that do not change what the weights become; every other field is part of the run's
 # identity, and checkpoints are only resumed by a run with the same identity.
@@ -274,6 +275,8 @@ class Trainer:
         self.rank = int(os.environ["RANK"])
         self.world = int(os.environ["WORLD_SIZE"])
         self.precision = resolve_precision(cfg.precision, self.accelerator)
+        if cfg.lora.base_bits:
+            check_kbit(cfg.lora.base_bits, self.accelerator)  # before any data or model work
         self.ds_config = deepspeed_config(cfg, self.world, self.accelerator)
         self.run_id, self.identity = run_identity(cfg, root, self.world)
         self.run_dir = root / cfg.checkpoint.dir / self.run_id
@@ -294,6 +297,7 @@ class Trainer:
         self.tokens_seen = 0
         self.train_seconds = 0.0
         self.last_eval: dict[str, float] = {}
+        self.lora_targets: dict[str, Any] | None = None  # the adapted layers (start record, card)
         self.bar: Any = None  # tqdm on a TTY (rank 0)
         self.tb: Any = None  # TensorBoard writer (rank 0)
         self.jsonl: Any = None
@@ -465,71 +469,51 @@ class Trainer:
             text += f", {_dropped_text(data)}"
         self.say(f"data.train: {text}")
 
-    def _load_model(self, model_dir: Path) -> Any:
+    def _from_pretrained(self, model_dir: Path, **extra: Any) -> Any:
+        """The base model for the task (a classifier gets this run's label set)."""
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-        cfg = self.cfg
+        kwargs: dict[str, Any] = {"local_files_only": True, **extra}
+        auto: Any = AutoModelForCausalLM
+        if self.cfg.task == "classification":
+            names = self.train_data.label_names
+            auto = AutoModelForSequenceClassification
+            kwargs.update(
+                num_labels=len(names),
+                id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)},
+                pad_token_id=self.tok.pad_token_id,
+            )
         try:
-            if cfg.task == "classification":
-                names = self.train_data.label_names
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    model_dir,
-                    local_files_only=True,
-                    num_labels=len(names),
-                    id2label=dict(enumerate(names)),
-                    label2id={n: i for i, n in enumerate(names)},
-                    pad_token_id=self.tok.pad_token_id,
-                    dtype="float32",
-                )
-            else:
-                model = AutoModelForCausalLM.from_pretrained(
-                    model_dir, local_files_only=True, dtype="float32"
-                )
+            return auto.from_pretrained(model_dir, **kwargs)
         except (OSError, ValueError) as exc:
             raise NotFoundError(
-                f"model: cannot load {cfg.model} ({exc})",
+                f"model: cannot load {self.cfg.model} ({exc})",
                 fix="point model at a local transformers directory (config.json + weights)",
             ) from None
+
+    def _load_model(self, model_dir: Path) -> Any:
+        """The model in fp32, or a k-bit base; then the adapters."""
+        import torch
+
+        cfg = self.cfg
+        kwargs: dict[str, Any] = {"dtype": torch.float32}
+        if cfg.lora.base_bits:
+            compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+            kwargs.update(kbit_load_kwargs(cfg.lora.base_bits, compute or torch.float32))
+        model = self._from_pretrained(model_dir, **kwargs)
         model.config.use_cache = False
-        if cfg.activation_checkpointing:
+        if cfg.lora.base_bits:
+            model = prepare_kbit(model, cfg.activation_checkpointing)
+        elif cfg.activation_checkpointing:
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         if cfg.lora.enabled:
-            model = self._wrap_lora(model)
+            model, targets = add_adapters(model, cfg.lora, cfg.task)
+            self.lora_targets = targets.record()
+            self.say(targets.text())
         return model
-
-    def _lora_config(self) -> Any:
-        from peft import LoraConfig, TaskType
-
-        lora = self.cfg.lora
-        return LoraConfig(
-            task_type=TaskType.SEQ_CLS if self.cfg.task == "classification" else TaskType.CAUSAL_LM,
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-        )
-
-    def _wrap_lora(self, model: Any) -> Any:
-        from peft import get_peft_model
-
-        try:
-            return get_peft_model(model, self._lora_config())
-        except ValueError as exc:
-            import torch
-
-            linear = sorted(
-                {
-                    name.rsplit(".", 1)[-1]
-                    for name, module in model.named_modules()
-                    if isinstance(module, torch.nn.Linear)
-                }
-            )
-            raise ConfigError(
-                f"lora.target_modules {self.cfg.lora.target_modules} do not fit this model ({exc})",
-                fix=f"pick from its linear layers: {', '.join(linear)}",
-            ) from None
 
     # -- checkpoints ---------------------------------------------------------------------
     def _client_state(self) -> dict[str, Any]:
@@ -578,8 +562,14 @@ class Trainer:
         self.barrier()
         error: Exception | None = None
         try:
+            # a LoRA run's base is frozen and is re-read from the model directory on resume:
+            # its checkpoints hold the trainable weights (and their optimizer state) only
             self.engine.save_checkpoint(
-                str(tmp), tag="state", client_state=self._client_state(), save_latest=False
+                str(tmp),
+                tag="state",
+                client_state=self._client_state(),
+                save_latest=False,
+                exclude_frozen_parameters=self.cfg.lora.enabled,
             )
             torch.save(self._rng_state(), tmp / "rng" / f"rank-{self.rank}.pt")
         except (OSError, RuntimeError) as exc:  # torch.save reports ENOSPC as RuntimeError
@@ -599,15 +589,15 @@ class Trainer:
         return final
 
     def save_light(self) -> Path | None:
-        """Weights only (consolidated across ranks), as a safetensors model directory."""
-        state = self.full_state_dict()
+        """Weights only (consolidated across ranks), as a safetensors model directory; a LoRA
+        run's is its adapter (peft's adapter_model.safetensors + adapter_config.json)."""
+        state = self.weights_state_dict()
         error: Exception | None = None
         final = self.light.root / step_name(self.step)
         if self.rank == 0:
             tmp = self.light.begin(self.step)
             try:
-                # transformers' own format (it converts fused expert weights back); a LoRA run
-                # saves its adapter
+                # transformers' own format (it converts fused expert weights back)
                 self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
                 self.light.commit(tmp, self.step, {"run_id": self.run_id, "kind": "light"})
             except (OSError, RuntimeError) as exc:
@@ -628,17 +618,39 @@ class Trainer:
             fix="free space, lower checkpoint.keep, or set checkpoint.dir to a larger disk",
         )
 
+    def weights_state_dict(self) -> dict[str, Any]:
+        """What light checkpoints and the export need, on rank 0 (a collective)."""
+        return self.trainable_state_dict() if self.cfg.lora.enabled else self.full_state_dict()
+
     def full_state_dict(self) -> dict[str, Any]:
-        """The whole model's weights on rank 0 (ZeRO-3 gathers them; a collective)."""
+        """The whole model's weights on rank 0 (a collective).
+
+        ZeRO-3 gathers them layer by layer into rank 0's host memory: a full fine-tune's light
+        checkpoints and export need the whole model once in one place.
+        """
         if self.cfg.zero_stage == 3:
             state = self.engine._zero3_consolidated_16bit_state_dict()
             return dict(state) if state is not None else {}
         return dict(self.engine.module.state_dict()) if self.rank == 0 else {}
 
+    def trainable_state_dict(self) -> dict[str, Any]:
+        """The trained weights only (a LoRA run's adapters and heads) on rank 0; ZeRO-3 gathers
+        just these (a collective)."""
+        named = [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad]
+        gather: Any = contextlib.nullcontext()
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters([p for _, p in named])
+        with gather:
+            return {n: p.detach().cpu().clone() for n, p in named} if self.rank == 0 else {}
+
     def load(self, found: Found) -> dict[str, Any]:
         import torch
 
-        path, client = self.engine.load_checkpoint(str(found.path), tag="state")
+        path, client = self.engine.load_checkpoint(
+            str(found.path), tag="state", load_module_strict=not self.cfg.lora.enabled
+        )
         if path is None:
             raise TrainingError(f"DeepSpeed could not load {found.path}")
         rng = found.path / "rng" / f"rank-{self.rank}.pt"
@@ -978,7 +990,7 @@ class Trainer:
 
     # -- output --------------------------------------------------------------------------
     def finish(self) -> TrainReport:
-        state = self.full_state_dict()
+        state = self.weights_state_dict()
         out = self.root / self.cfg.output_dir
         metrics = self._metrics()
         if self.rank == 0:
@@ -1019,25 +1031,7 @@ class Trainer:
 
     def _export(self, state: dict[str, Any], out: Path, metrics: dict[str, Any]) -> None:
         """HF safetensors directory + tokenizer + training card, built aside then renamed."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-        module = self.engine.module
-        config = (module.get_base_model() if self.cfg.lora.enabled else module).config
-        auto: Any = (
-            AutoModelForSequenceClassification
-            if self.cfg.task == "classification"
-            else AutoModelForCausalLM
-        )
-        fresh = auto.from_config(config, dtype=torch.float32)
-        if self.cfg.lora.enabled:
-            from peft import get_peft_model
-
-            fresh = get_peft_model(fresh, self._lora_config())
-            fresh.load_state_dict(state, strict=True)
-            fresh = fresh.merge_and_unload()
-        else:
-            fresh.load_state_dict(state, strict=True)
+        fresh = self._merged(state) if self.cfg.lora.enabled else self._rebuilt(state)
         dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
         if len(dtypes) == 1:
             fresh = fresh.to(dtypes.pop())
@@ -1061,6 +1055,36 @@ class Trainer:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data, indent=1) + "\n")
 
+    def _rebuilt(self, state: dict[str, Any]) -> Any:
+        """A plain fp32 model of this architecture holding a full fine-tune's ``state``."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        auto: Any = (
+            AutoModelForSequenceClassification
+            if self.cfg.task == "classification"
+            else AutoModelForCausalLM
+        )
+        fresh = auto.from_config(self.engine.module.config, dtype=torch.float32)
+        fresh.load_state_dict(state, strict=True)
+        return fresh
+
+    def _merged(self, adapters: dict[str, Any]) -> Any:
+        """The base as the run froze it, re-read from the model directory in fp32, with the
+        trained ``adapters`` merged in (a k-bit run's merge into the unquantized weights)."""
+        import torch
+
+        base = self._from_pretrained(self.root / self.cfg.model, dtype=torch.float32)
+        model, _ = add_adapters(base, self.cfg.lora, self.cfg.task)
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        unexpected = model.load_state_dict(adapters, strict=False).unexpected_keys
+        if unexpected or not trained <= set(adapters):
+            raise TrainingError(
+                f"the trained adapters do not fit the base model (unexpected {unexpected[:3]},"
+                f" missing {sorted(trained - set(adapters))[:3]})"
+            )
+        return model.merge_and_unload()
+
     def _card(self, metrics: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
         data_paths = [p for p in (cfg.data.train, cfg.data.validation) if p]
@@ -1072,6 +1096,7 @@ class Trainer:
             "parameters": self.parameters,
             "trainable_parameters": self.trainable,
             "lora_merged": cfg.lora.enabled,
+            "lora_targets": self.lora_targets,
             "seed": cfg.seed,
             "run_id": self.run_id,
             "world_size": self.world,

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from safetensors.torch import load_file
 
 from offline.errors import (
     ConfigError,
@@ -35,6 +36,12 @@ from tests.train.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def run_json(config: Path, *args: str) -> dict[str, Any]:
@@ -376,6 +383,54 @@ def test_lora_classification_merges_into_a_plain_model(train_ws: Path) -> None:
     assert set(config_json["id2label"].values()) >= {"billing", "shipping"}
     card = json.loads((out / "training_card.json").read_text())
     assert card["lora_merged"] and card["trainable_parameters"] < card["parameters"] / 5
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_lora_checkpoints_hold_the_adapter_only_and_resume_bit_for_bit(
+    train_ws: Path, reference: dict[str, Any], zero: int
+) -> None:
+    changes: dict[str, Any] = {
+        "lora": {"enabled": True},
+        "zero_stage": zero,
+        "max_steps": 8,
+        "checkpoint": {"full_every": 4, "light_every": 2, "keep": 3},
+    }
+    name = f"lora-z{zero}"
+    first = run_json(write_config(train_ws, name, **changes))
+    out = train_ws / f"out/{name}"
+    full = next((out / "checkpoints").glob("*/full/step-00000008"))
+    whole = next((train_ws / "out/ref/checkpoints").glob("*/full/step-00000018"))
+    assert dir_bytes(full) < dir_bytes(whole) / 10, (dir_bytes(full), dir_bytes(whole))
+    light = next((out / "checkpoints").glob("*/light/step-00000006"))
+    assert verify(light) is None and not (light / "model.safetensors").exists()
+    adapter = load_file(str(light / "adapter_model.safetensors"))
+    assert adapter and all(".lora_A." in k or ".lora_B." in k for k in adapter)
+    card = json.loads((out / "model/training_card.json").read_text())
+    targets = card["lora_targets"]
+    assert targets["requested"] == "all-linear" and targets["modules"] == 16
+    assert {"self_attn.q_a_proj", "mlp.shared_experts.down_proj"} <= set(targets["names"])
+
+    again = write_config(train_ws, f"{name}-resumed", **changes)
+    shutil.copytree(out / "checkpoints", train_ws / f"out/{name}-resumed/checkpoints")
+    shutil.rmtree(next((train_ws / f"out/{name}-resumed/checkpoints").glob("*/full/step-00000008")))
+    resumed = run_json(again, "--resume", "auto")
+    assert resumed["resumed_from"] == 4
+    same_weights(out / "model", train_ws / f"out/{name}-resumed/model")
+    assert resumed["metrics"]["loss"] == first["metrics"]["loss"]
+
+
+@pytest.mark.skipif(torch_cuda(), reason="the error of a host without CUDA; this one has it")
+def test_a_4bit_base_without_cuda_is_refused_before_any_work(train_ws: Path) -> None:
+    config = write_config(train_ws, "qlora", lora={"enabled": True, "base_bits": 4})
+    proc = offline_train("--config", str(config))
+    assert proc.returncode == ConfigError.exit_code, proc.stderr[-2000:]
+    assert "lora.base_bits: 4" in proc.stderr and "needs a CUDA device" in proc.stderr
+    assert "base_bits: null" in proc.stderr
+    assert not (train_ws / "out/qlora/logs/train.jsonl").exists()
 
 
 def test_two_ranks_through_the_deepspeed_launcher(train_ws: Path) -> None:
