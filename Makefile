@@ -24,6 +24,7 @@ test-deps: install
 	bash scripts/install-test-deps.sh
 	PYTHON=$(PYTHON) bash scripts/install-labelstudio-venv.sh
 	PIP_PYTHON=$(BIN)/python bash scripts/install-edge-emulator.sh
+	VENV=$(VENV) bash scripts/fetch-smollm2.sh
 
 # DeepSpeed JIT-builds its CPU communication op on first use; build it once, outside the tests.
 ds-ops: install

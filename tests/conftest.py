@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.pyindex",
     "tests.fixtures.specs",
     "tests.fixtures.netns",
+    "tests.fixtures.models",
 ]
