@@ -256,6 +256,22 @@ def _write_failure(exc: Exception, where: Path) -> Exception:
     return OSError(errno.ENOSPC, "no space left on device") if full else exc
 
 
+def collective_placement(backend: str, device: Any) -> tuple[Any, Any]:
+    """The device and dtype of a small all-reduced tensor on ``backend``.
+
+    NCCL reduces CUDA tensors only (float64 included), on the engine's device; gloo reduces CPU
+    tensors. Other backends (hccl, ccl) get float32 on the device: not all reduce float64.
+    Token counts stay exact in float32 up to 2**24 per step.
+    """
+    import torch
+
+    if backend == "gloo":
+        return torch.device("cpu"), torch.float64
+    if backend == "nccl":
+        return torch.device(device), torch.float64
+    return torch.device(device), torch.float32
+
+
 def write_training_card(directory: Path, card: dict[str, Any]) -> dict[str, Any]:
     """Write ``card`` as ``directory/training_card.json`` with credentials masked (see
     ``offline.redact``: a config value or an error can carry one); returns it as written."""
@@ -323,12 +339,15 @@ class Trainer:
 
     # -- collectives ---------------------------------------------------------------------
     def all_sum(self, values: list[float]) -> list[float]:
+        """``values`` summed over the ranks (a collective; every rank gets the sums)."""
+        if self.world == 1:
+            return [float(v) for v in values]
         import torch
         from deepspeed import comm as dist
 
-        tensor = torch.tensor(values, dtype=torch.float64)
-        if self.world > 1:
-            dist.all_reduce(tensor)
+        device, dtype = collective_placement(torch.distributed.get_backend(), self.device)
+        tensor = torch.tensor(values, dtype=dtype, device=device)
+        dist.all_reduce(tensor)
         return [float(v) for v in tensor.tolist()]
 
     def all_ok(self, ok: bool) -> bool:
