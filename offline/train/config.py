@@ -99,6 +99,9 @@ class TrainConfig(_Strict):
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     clip_grad_norm: float = Field(1.0, gt=0)
     activation_checkpointing: bool = False
+    # causal LM loss from the last hidden states in chunks of this many target tokens, so the
+    # full logits of a batch never exist at once; 0: the model's own loss
+    loss_chunk_tokens: int = Field(1024, ge=0)
     seed: int = 42
     lora: LoraConfig = LoraConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()

@@ -25,6 +25,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from offline.train.data import (
 )
 from offline.train.guards import SpikeDetector, ThroughputWatch
 from offline.train.lora import add_adapters, check_kbit, kbit_load_kwargs, prepare_kbit
+from offline.train.loss import use_chunked_loss
 
 # Fields that do not change what the weights become; every other field is part of the run's
 # identity, and checkpoints are only resumed by a run with the same identity.
@@ -314,6 +316,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.last_eval: dict[str, float] = {}
         self.lora_targets: dict[str, Any] | None = None  # the adapted layers (start record, card)
+        self.chunked_loss = False  # whether the causal LM loss is computed in chunks
         self.bar: Any = None  # tqdm on a TTY (rank 0)
         self.tb: Any = None  # TensorBoard writer (rank 0)
         self.jsonl: Any = None
@@ -512,15 +515,19 @@ class Trainer:
             ) from None
 
     def _load_model(self, model_dir: Path) -> Any:
-        """The model in fp32, or a k-bit base; then the adapters."""
+        """The model in the training precision (bf16 weights for a bf16 run: DeepSpeed's
+        optimizer keeps the fp32 master copy), or a k-bit base; built straight into its
+        partitions under ZeRO-3; then the adapters and the chunked loss."""
         import torch
 
         cfg = self.cfg
-        kwargs: dict[str, Any] = {"dtype": torch.float32}
+        bf16 = self.precision == "bf16"
+        kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
         if cfg.lora.base_bits:
             compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
             kwargs.update(kbit_load_kwargs(cfg.lora.base_bits, compute or torch.float32))
-        model = self._from_pretrained(model_dir, **kwargs)
+        with self._zero3_construction():
+            model = self._from_pretrained(model_dir, **kwargs)
         model.config.use_cache = False
         if cfg.lora.base_bits:
             model = prepare_kbit(model, cfg.activation_checkpointing)
@@ -532,7 +539,27 @@ class Trainer:
             model, targets = add_adapters(model, cfg.lora, cfg.task)
             self.lora_targets = targets.record()
             self.say(targets.text())
+        if cfg.task != "classification":
+            self.chunked_loss = use_chunked_loss(model, cfg.loss_chunk_tokens)
         return model
+
+    @contextlib.contextmanager
+    def _zero3_construction(self) -> Iterator[None]:
+        """Under ZeRO-3, ``from_pretrained`` builds the model inside ``deepspeed.zero.Init``, so
+        no rank ever holds a whole copy. transformers finds the DeepSpeed config through a weak
+        reference, held here for the load only: later models (the export) are built whole."""
+        if self.cfg.zero_stage != 3:
+            yield
+            return
+        from transformers.integrations import deepspeed as hf_deepspeed
+
+        integration: Any = hf_deepspeed  # untyped
+        held = integration.HfDeepSpeedConfig(self.ds_config)
+        try:
+            yield
+        finally:
+            integration.unset_hf_deepspeed_config()
+            del held
 
     # -- checkpoints ---------------------------------------------------------------------
     def _client_state(self) -> dict[str, Any]:
@@ -1116,6 +1143,7 @@ class Trainer:
             "trainable_parameters": self.trainable,
             "lora_merged": cfg.lora.enabled,
             "lora_targets": self.lora_targets,
+            "chunked_loss": self.chunked_loss,
             "seed": cfg.seed,
             "run_id": self.run_id,
             "world_size": self.world,

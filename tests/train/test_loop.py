@@ -210,6 +210,61 @@ def test_zero_stages_with_offload_train_and_save(
     assert verify(light) is None and len(weights(light)) == len(tensors)
 
 
+@pytest.mark.parametrize(
+    "changes, partitioned, dtype",
+    [
+        ({"zero_stage": 3}, True, "torch.float32"),
+        ({"zero_stage": 3, "precision": "bf16", "lora": {"enabled": True}}, True, "torch.bfloat16"),
+        ({"zero_stage": 2, "precision": "bf16"}, False, "torch.bfloat16"),
+    ],
+)
+def test_the_model_is_loaded_in_its_training_precision_and_partitions(
+    train_ws: Path, changes: dict[str, Any], partitioned: bool, dtype: str
+) -> None:
+    config = write_config(train_ws, "load-probe", **changes)
+    probe = Path(__file__).with_name("probes") / "load_model.py"
+    proc = subprocess.run(
+        [sys.executable, str(probe), str(config)],
+        capture_output=True,
+        text=True,
+        env=train_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    held = json.loads(proc.stdout.splitlines()[-1])
+    kept = [n for n in held["fp32"] if not n.endswith("mlp.gate.weight")]
+    if dtype == "torch.bfloat16":  # but the MoE router, which transformers keeps in fp32
+        assert not kept and held["dtypes"][dtype] >= held["base_tensors"] - 1, held
+    else:
+        assert held["dtypes"] == {dtype: held["base_tensors"]}
+    assert held["chunked_loss"] is True
+    if partitioned:  # ZeRO-3 built it inside zero.Init: no rank ever held a whole copy
+        assert held["partitioned"] == held["base_tensors"] and held["held"] == 0
+    else:
+        assert held["partitioned"] == 0 and held["held"] == held["parameters"]
+
+
+def test_under_zero3_the_chunked_loss_trains_as_the_models_own_loss(train_ws: Path) -> None:
+    runs = {}
+    for chunk in (0, 16):
+        config = write_config(
+            train_ws, f"z3-chunk{chunk}", zero_stage=3, max_steps=3, loss_chunk_tokens=chunk
+        )
+        runs[chunk] = run_json(config)
+        card = json.loads((train_ws / f"out/z3-chunk{chunk}/model/training_card.json").read_text())
+        assert card["chunked_loss"] is (chunk > 0)
+    steps = {
+        c: [r for r in log_records(train_ws / f"out/z3-chunk{c}/logs") if "event" not in r]
+        for c in runs
+    }
+    for own, chunked in zip(steps[0], steps[16], strict=True):
+        assert chunked["loss"] == pytest.approx(own["loss"], rel=1e-5)
+        assert chunked["grad_norm"] == pytest.approx(own["grad_norm"], rel=1e-4)
+    assert runs[16]["metrics"]["eval_loss"] == pytest.approx(
+        runs[0]["metrics"]["eval_loss"], rel=1e-5
+    )
+
+
 def garbage_conversations(ws: Path, start: int, count: int) -> Path:
     """The train split with ``count`` rows of noise from row ``start`` (the assistant "says"
     random Cyrillic, Arabic and emoji, bytes the sample data never has)."""
