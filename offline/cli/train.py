@@ -42,26 +42,48 @@ def init_model_cmd(
     tokenizer_from: Annotated[
         Path, typer.Option("--tokenizer-from", help="Cleaned shards to train the tokenizer on.")
     ] = Path("data/clean"),
-    arch: Annotated[str, typer.Option(help="Architecture.")] = "deepseek-v3",
+    arch: Annotated[
+        str,
+        typer.Option(
+            help="deepseek-v3 (the toolkit's own), or a published architecture cut down:"
+            " qwen2 (Qwen2.5-1.5B), llama3 (Llama-3.1-8B), deepseek-v2 (DeepSeek-V2-Lite)."
+        ),
+    ] = "deepseek-v3",
     size: Annotated[str, typer.Option(help="tiny (a few million parameters) or small.")] = "tiny",
+    chat_format: Annotated[
+        str | None,
+        typer.Option(
+            "--chat-format",
+            help="Tokens and chat template of: qwen2.5, llama3.1, deepseek-r1, deepseek-v3,"
+            " mistral, gemma (default: the architecture's family).",
+        ),
+    ] = None,
     vocab_size: Annotated[
         int, typer.Option("--vocab-size", min=300, help="BPE vocabulary.")
     ] = 8000,
     seed: Annotated[int, typer.Option(help="Same text and seed, same files.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Build a random-weight DeepSeek-V3 model (MLA + MoE) and a BPE tokenizer from local text."""
+    """Build a random-weight model and a BPE tokenizer (trained on local text) with no hub."""
     from offline.train.model_init import init_model
 
     done = init_model(
-        out, tokenizer_from=tokenizer_from, arch=arch, size=size, vocab_size=vocab_size, seed=seed
+        out,
+        tokenizer_from=tokenizer_from,
+        arch=arch,
+        size=size,
+        vocab_size=vocab_size,
+        seed=seed,
+        chat_format=chat_format,
     )
     if json_out:
         print_json({**done.__dict__, "out": str(done.out)})
         return
+    like = f" (cut from {done.source})" if done.source else ""
+    chat = f", chat format {done.chat_format}" if done.chat_format else ""
     sys.stdout.write(
-        f"{arch} {size}: {done.parameters:,} parameters, vocabulary {done.vocab_size}"
-        f" (BPE trained on {done.texts} texts) -> {done.out}\n"
+        f"{arch} {size}{like}: {done.parameters:,} parameters, vocabulary {done.vocab_size}"
+        f" (BPE trained on {done.texts} texts){chat} -> {done.out}\n"
     )
 
 

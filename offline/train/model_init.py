@@ -4,6 +4,10 @@ A DeepSeek-V3-architecture causal LM (transformers' ``DeepseekV3ForCausalLM``: m
 attention and a mixture of experts with a shared expert) from a small config with random
 weights, and a byte-level BPE tokenizer trained on the workspace's cleaned text, so Chinese and
 English both tokenize without an unknown token. Same text and seed give the same files.
+
+``--arch qwen2 | llama3 | deepseek-v2`` builds a published architecture cut down instead, with
+its family's tokens and chat format (see :mod:`offline.train.shapes`); ``--chat-format`` picks
+another family's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from offline.errors import ConfigError, NotFoundError
+from offline.train import shapes
 
 BOS, EOS, PAD = "<|begin_of_sentence|>", "<|end_of_sentence|>", "<|pad|>"
 USER, ASSISTANT, SYSTEM = "<|User|>", "<|Assistant|>", "<|System|>"
@@ -77,7 +82,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 2048,
     },
 }
-ARCHS = ("deepseek-v3",)
+ARCHS = ("deepseek-v3", "qwen2", "llama3", "deepseek-v2")
 
 
 @dataclass
@@ -86,6 +91,8 @@ class InitReport:
     parameters: int
     vocab_size: int
     texts: int
+    chat_format: str | None = None  # None: the toolkit's own template (deepseek-v3)
+    source: str | None = None  # the published model whose config was cut down
 
 
 def workspace_texts(source: Path) -> Iterator[str]:
@@ -145,6 +152,32 @@ def build_model(size: str, tok: Any, seed: int) -> Any:
     return causal_lm(config).eval()
 
 
+def _resolve(
+    arch: str, size: str, chat_format: str | None
+) -> tuple[shapes.ChatFormat | None, str | None]:
+    """The chat format ``arch`` is built with (None: the toolkit's own) and its source model."""
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown --arch {arch!r}", fix=f"use one of: {', '.join(ARCHS)}")
+    spec = shapes.published(arch) if arch in shapes.SHAPES else None
+    sizes = spec["sizes"] if spec else SIZES
+    if size not in sizes:
+        raise ConfigError(f"unknown --size {size!r}", fix=f"use one of: {', '.join(sizes)}")
+    name = chat_format or (spec["chat_format"] if spec else None)
+    return (shapes.chat_format(name) if name else None), (spec["source"] if spec else None)
+
+
+def _build(
+    arch: str, size: str, fmt: shapes.ChatFormat | None, texts: list[str], vocab: int, seed: int
+) -> tuple[Any, Any]:
+    """``(tokenizer, model)`` for ``arch`` with ``fmt``'s tokens (None: the toolkit's)."""
+    if fmt is None:
+        return (tok := train_tokenizer(texts, vocab)), build_model(size, tok, seed)
+    tok = shapes.train_tokenizer(texts, fmt, vocab)
+    if arch in shapes.SHAPES:
+        return tok, shapes.build_model(arch, size, tok, fmt, seed)
+    return tok, build_model(size, tok, seed)
+
+
 def init_model(
     out: Path,
     *,
@@ -153,25 +186,26 @@ def init_model(
     size: str = "tiny",
     vocab_size: int = 8000,
     seed: int = 0,
+    chat_format: str | None = None,
 ) -> InitReport:
     """Write a tokenizer and a random-weight model to ``out`` (built aside, then renamed).
 
+    ``chat_format`` (a name in :data:`offline.train.shapes.FORMATS`) gives the tokenizer that
+    family's special tokens and chat template; by default a published ``arch`` gets its own
+    family's and ``deepseek-v3`` the toolkit's.
+
     Raises:
-        ConfigError: an unknown ``arch`` or ``size``, or ``out`` already exists.
+        ConfigError: an unknown ``arch``, ``size`` or ``chat_format``, or ``out`` already exists.
         NotFoundError: no cleaned text to train the tokenizer on.
     """
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown --arch {arch!r}", fix=f"use one of: {', '.join(ARCHS)}")
-    if size not in SIZES:
-        raise ConfigError(f"unknown --size {size!r}", fix=f"use one of: {', '.join(SIZES)}")
+    fmt, source = _resolve(arch, size, chat_format)
     if out.exists():
         raise ConfigError(f"{out} already exists", fix="choose a new --out or remove it")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing below may reach a hub
     texts = list(workspace_texts(tokenizer_from))
     if not texts:
         raise NotFoundError(f"no text in {tokenizer_from}", fix="clean a text dataset first")
-    tok = train_tokenizer(texts, vocab_size)
-    model = build_model(size, tok, seed)
+    tok, model = _build(arch, size, fmt, texts, vocab_size, seed)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -182,4 +216,5 @@ def init_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     params = sum(p.numel() for p in model.parameters())
-    return InitReport(out, int(params), len(tok), len(texts))
+    name = fmt.name if fmt else None
+    return InitReport(out, int(params), len(tok), len(texts), name, source)
