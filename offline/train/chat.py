@@ -6,10 +6,11 @@ The loss of supervised fine-tuning sees only what the assistant says. Two ways t
   toolkit's own tiny model does); transformers returns the mask directly.
 - ``prefix``: real templates (DeepSeek-R1/V3, Qwen2/2.5's ChatML, Llama 3, Mistral, Gemma) have
   no such marks. The conversation is rendered whole, and for each assistant turn the template
-  is rendered again up to the turn before it (with the generation prompt, as at inference) and
-  up to that turn itself: the text between the two is the reply, exactly as the template writes
-  it (end-of-turn token included, headers excluded). A reply whose rendering is not the start
-  of the whole conversation (a template that rewrites history) is not trained on.
+  is rendered again up to that turn, once as it is and once with a placeholder for its text:
+  where the two part is where the reply starts (the turn's header stays out), and the reply
+  ends where the turn's rendering does (its end-of-turn token included). A turn whose rendering
+  is not the start of the whole conversation (a template that rewrites history) is not
+  trained on; a template that does that to the probe conversation is refused.
 
 A message may carry ``reasoning_content`` (DeepSeek-R1-style thinking). Trained on, it goes
 inside the assistant turn as ``<think>\\n...\\n</think>\\n\\n`` before the answer, unless the
@@ -19,6 +20,7 @@ template renders ``reasoning_content`` itself; templates that cut everything bef
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,7 +35,8 @@ _PROBE = [
     {"role": "user", "content": "And 3 + 3?"},
     {"role": "assistant", "content": "3 + 3 = 6."},
 ]
-# Placeholders that no template rewrites (private-use code points, no markup)
+# Placeholders that no template rewrites: private-use code points around a number, chosen
+# so that no message of the conversation contains one
 _HOLD = "\ue000{}\ue001"
 
 Message = Mapping[str, Any]
@@ -85,6 +88,14 @@ def mask_method(tok: Any) -> str:
             " {% endgeneration %} around the assistant's text in it",
         ) from None
     trained = tok.decode([t for t, y in zip(ids, labels, strict=True) if y != IGNORE])
+    for user in ("What is", "And 3"):
+        if user in trained:
+            raise TemplateError(
+                f"the chat template cannot be masked ({method} method): the tokens it marks as"
+                f" the assistant's ({trained!r}) include the user's text {user!r}",
+                fix="use the model's published template, or add {% generation %} ..."
+                " {% endgeneration %} around the assistant's text in it",
+            )
     for reply in ("4", "6"):
         if reply not in trained:
             raise TemplateError(
@@ -113,11 +124,15 @@ def encode_conversation(
         raise Dropped("no_assistant_turn")
     method = method or ("generation" if _GENERATION.search(tok.chat_template or "") else "prefix")
     native = "reasoning_content" in (tok.chat_template or "")
-    shown, holds = _prepared(messages, reasoning=reasoning, native=native, hold=method == "prefix")
+    hold = None
+    if method == "prefix":
+        hold = _free_placeholder(messages)
+    trims = hold is not None and _trims(tok)
+    shown, holds = _prepared(messages, reasoning=reasoning, native=native, hold=hold, trims=trims)
     if method == "generation":
         ids, mask = _generation_mask(tok, shown)
     else:
-        ids, mask = _prefix_mask(tok, shown, holds)
+        ids, mask = _prefix_mask(tok, shown, holds, hold or _HOLD)
     if not any(mask):
         raise Dropped("empty")
     ids, mask = ids[:max_length], mask[:max_length]
@@ -126,8 +141,32 @@ def encode_conversation(
     return ids, [t if m else IGNORE for t, m in zip(ids, mask, strict=True)]
 
 
+def _free_placeholder(messages: Sequence[Message]) -> str:
+    """A placeholder pattern (``{}`` for a number) that no message's text contains."""
+    text = "".join(str(v) for m in messages for v in m.values())
+    n = 0
+    while "\ue000" + "\ue002" * n in text:
+        n += 1
+    return "\ue000" + "\ue002" * n + "{}\ue001"
+
+
+def _trims(tok: Any) -> bool:
+    """Whether the template strips the assistant's text (Llama 3, Gemma do)."""
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": " \ue003 "}]
+    try:
+        text = _render(tok, probe, False)
+    except Dropped:
+        return False
+    return " \ue003 " not in text
+
+
 def _prepared(
-    messages: Sequence[Message], *, reasoning: bool, native: bool, hold: bool
+    messages: Sequence[Message],
+    *,
+    reasoning: bool,
+    native: bool,
+    hold: str | None,
+    trims: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Messages as the template gets them, and what each placeholder stands for."""
     out: list[dict[str, Any]] = []
@@ -141,8 +180,9 @@ def _prepared(
                 item["reasoning_content"] = thought
             else:
                 text = f"<think>\n{thought}\n</think>\n\n{item['content']}"
-                if hold:
-                    key = _HOLD.format(index)
+                text = text.strip() if trims else text  # as the template does to its content
+                if hold is not None:
+                    key = hold.format(index)
                     holds[key] = text
                     item["content"] = key
                 else:
@@ -170,39 +210,40 @@ def _generation_mask(tok: Any, messages: list[dict[str, Any]]) -> tuple[list[int
 
 
 def _prefix_mask(
-    tok: Any, messages: list[dict[str, Any]], holds: dict[str, str]
+    tok: Any, messages: list[dict[str, Any]], holds: dict[str, str], hold: str
 ) -> tuple[list[int], list[int]]:
-    def filled(text: str) -> str:
-        for key, value in holds.items():
+    def render(some: Sequence[Message], prompt: bool = False) -> str:
+        text = _render(tok, some, prompt)
+        for key, value in holds.items():  # no message contains a placeholder
             text = text.replace(key, value)
         return text
 
-    whole = filled(_render(tok, messages, False))
+    whole = render(messages)
     spans: list[tuple[int, int]] = []
+    mismatched = False
+    marker = hold.format("reply")
     for index, message in enumerate(messages):
         if message.get("role") != "assistant":
             continue
-        try:
-            before = filled(_render(tok, messages[:index], True))
-        except Dropped:  # a template that cannot render an empty history
-            before = ""
-        through = filled(_render(tok, messages[: index + 1], False))
+        through = render(messages[: index + 1])
         if not whole.startswith(through):
-            continue  # this turn is written differently once more follows: not trained
-        start = _common_prefix(before, through)
+            mismatched = True  # written differently once more follows: not trained
+            continue
+        blank = render([*messages[:index], {**message, "content": marker}])
+        start = blank.find(marker)
+        if start < 0 or through[:start] != blank[:start]:
+            start = _common_prefix(blank, through)
+        with contextlib.suppress(Dropped):  # an empty history: no generation prompt to skip
+            prompt = render(messages[:index], True) if index else ""
+            if prompt and through.startswith(prompt):
+                # the reply is what the model writes after the prompt of inference: not R1's
+                # <think>\n (the prompt has it), but Mistral's space after [/INST]
+                start = len(prompt)
         end = len(through.rstrip())
         if end > start:
             spans.append((start, end))
     if not spans:
-        reason = (
-            "template_mismatch"
-            if any(
-                m.get("role") == "assistant" and (m.get("content") or m.get("reasoning_content"))
-                for m in messages
-            )
-            else "empty"
-        )
-        raise Dropped(reason)
+        raise Dropped("template_mismatch" if mismatched else "empty")
     return _tokens_in_spans(tok, whole, spans)
 
 

@@ -316,9 +316,10 @@ def test_the_generation_marks_give_the_same_mask_as_the_published_chatml(
 
 # -- any conversation ----------------------------------------------------------------------
 def texts() -> st.SearchStrategy[str]:
-    # any character but surrogates and the private-use area (see the placeholder test below)
-    char = st.characters(exclude_categories=("Cs", "Co"))
-    piece = st.one_of(st.text(char, max_size=12), st.sampled_from(MARKUP))
+    # any character but surrogates; private-use ones (the placeholders' alphabet) on purpose
+    char = st.characters(exclude_categories=("Cs",))
+    private = st.sampled_from(["\ue000", "\ue001", "\ue002", "\ue0000\ue001"])
+    piece = st.one_of(st.text(char, max_size=12), st.sampled_from(MARKUP), private)
     return st.lists(piece, max_size=4).map("".join)
 
 
@@ -340,15 +341,9 @@ def conversations(draw: st.DrawFn, name: str) -> list[Message]:
         messages.append(reply)
     if draw(st.booleans()):
         messages.append({"role": "user", "content": draw(texts())})
-    for m in messages:
-        if m["role"] != "assistant":
-            continue
-        answer = m["content"].split("</think>")[-1]  # what R1 shows of it
-        if name == "deepseek-r1" and answer.startswith("<"):
-            cut = len(m["content"]) - len(answer)  # see test_an_r1_reply_that_starts_like_...
-            m["content"] = m["content"][:cut] + "x" + answer
-        if name in TRIMMED and m.get("reasoning_content"):
-            m["content"] = m["content"].rstrip() + "."  # see test_reasoning_and_a_trimmed_...
+    greeting = name not in ("gemma", "mistral") and messages[0]["role"] != "system"
+    if greeting and draw(st.booleans()):  # the assistant may speak first
+        messages.insert(0, {"role": "assistant", "content": draw(texts())})
     return messages
 
 
@@ -453,14 +448,7 @@ def test_templates_that_cannot_be_masked_are_named(toks: dict[str, Any]) -> None
     assert isinstance(caught.value, ConfigError) and caught.value.fix
 
 
-# -- masking bugs found here ---------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat.py: a template whose top changes as turns are added (here a turn count) is"
-    " accepted: the last reply renders as the whole, and as its history rendered with the"
-    " prompt shares no prefix with it, the reply is taken to start at character 0, so the whole"
-    " conversation (system, user turns, headers) is trained; the other replies are skipped",
-)
+# -- edges: replies that look like the prompt, an assistant that speaks first, placeholders -----
 def test_a_template_that_rewrites_its_top_is_refused(toks: dict[str, Any]) -> None:
     tok = shapes.train_tokenizer(CORPUS, shapes.FORMATS["qwen2.5"], 400)
     tok.chat_template = "{{ messages | length }} turns\n" + shapes.FORMATS["qwen2.5"].template()
@@ -470,25 +458,12 @@ def test_a_template_that_rewrites_its_top_is_refused(toks: dict[str, Any]) -> No
         mask_method(tok)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat.py: the reply starts where the generation prompt and the rendered turn stop"
-    " agreeing, character by character; R1's prompt ends in <think>\\n, so a reply starting"
-    " with '<' loses that character (and its token) from training",
-)
 def test_an_r1_reply_that_starts_like_the_thinking_prompt(toks: dict[str, Any]) -> None:
     chat = [{"role": "user", "content": "Bold?"}, {"role": "assistant", "content": "<b>x</b>"}]
     check_mask(toks["deepseek-r1"], "deepseek-r1", chat, True)
 
 
 @pytest.mark.parametrize("name", ["deepseek-r1", "deepseek-v3", "qwen2.5", "llama3.1"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat.py: before a first message that is the assistant's, the history is empty;"
-    " transformers refuses to render an empty conversation, so the reply is taken to start at"
-    " character 0 and the BOS, the system block (Qwen's default message, Llama's date block)"
-    " and the assistant header are trained",
-)
 def test_a_conversation_the_assistant_opens(toks: dict[str, Any], name: str) -> None:
     chat = [
         {"role": "assistant", "content": "Welcome! How can I help?"},
@@ -498,12 +473,6 @@ def test_a_conversation_the_assistant_opens(toks: dict[str, Any], name: str) -> 
     check_mask(toks[name], name, chat, True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat.py: reasoning is rendered through placeholders (U+E000 INDEX U+E001) that are"
-    " replaced everywhere in the rendered text, so a user's message containing one is"
-    " rewritten into that turn's reasoning",
-)
 def test_a_message_containing_a_reasoning_placeholder(toks: dict[str, Any]) -> None:
     chat = [
         {"role": "user", "content": "quote \ue0001\ue001 verbatim"},
@@ -513,13 +482,6 @@ def test_a_message_containing_a_reasoning_placeholder(toks: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("name", TRIMMED)
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat.py: the reasoning goes in through a placeholder that the template trims as"
-    " if it were the whole reply, then is replaced; so Llama 3.1 and Gemma, which trim the"
-    " assistant's text, keep the reply's trailing whitespace (all of '</think>\\n\\n' when"
-    " the answer is empty) before the end-of-turn token, unlike the same text as content",
-)
 def test_reasoning_and_a_trimmed_reply(toks: dict[str, Any], name: str) -> None:
     chat = [
         {"role": "user", "content": "Hi"},
