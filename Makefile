@@ -11,6 +11,18 @@ KEY ?= $(KEY_DIR)/bundle-signing.pem
 PYTEST_ARGS ?=
 # e.g. make bundle MAX_PART_SIZE=3.9GiB also writes split volumes next to the bundle (FAT32 holds files under 4 GiB)
 MAX_PART_SIZE ?=
+# The demo's SFT base: tiny (the embedded model, built on the host) or smollm2: SmolLM2-135M-
+# Instruct (scripts/fetch-smollm2.sh) crosses the gap as a [[model]] of the bundle, whose spec
+# is then the default one plus that entry (generated beside it, ignored by git), and is
+# fine-tuned with LoRA.
+MODEL ?= tiny
+DEMO_MODEL := tiny
+ifeq ($(MODEL),smollm2)
+SPEC := bundle/smollm2.generated.toml
+DEMO_MODEL := smollm2-135m-instruct
+else ifneq ($(MODEL),tiny)
+$(error MODEL=$(MODEL): use tiny or smollm2)
+endif
 
 .PHONY: install test-deps ds-ops test lint bundle bench demo clean
 
@@ -44,12 +56,18 @@ $(KEY):
 	$(BIN)/offline bundle keygen --out $(KEY)
 
 # Build the default bundle, then check it the way the isolated host will: coreutils + openssl.
-bundle: install $(KEY)
+bundle: install $(KEY) $(if $(filter smollm2,$(MODEL)),$(SPEC))
 	$(BIN)/offline bundle build --spec $(SPEC) --out $(BUNDLE_OUT) --key $(KEY) \
 	    $(if $(MAX_PART_SIZE),--max-part-size $(MAX_PART_SIZE))
 	cd $(BUNDLE_OUT) && sha256sum --quiet -c SHA256SUMS
 	openssl pkeyutl -verify -pubin -inkey $(KEY_DIR)/bundle-signing.pub.pem -rawin \
 	    -in $(BUNDLE_OUT)/manifest.json -sigfile $(BUNDLE_OUT)/manifest.sig
+
+# The default spec plus the converted SmolLM2 as a [[model]] (MODEL=smollm2).
+bundle/smollm2.generated.toml: install bundle/bundle.toml scripts/fetch-smollm2.sh
+	model=$$(VENV=$(VENV) bash scripts/fetch-smollm2.sh) && \
+	{ cat bundle/bundle.toml; printf '\n[[model]]\nname = "$(DEMO_MODEL)"\npath = "%s"\n' "$$model"; } \
+	    > $@.tmp && mv $@.tmp $@
 
 bench: install
 	$(BIN)/python benchmarks/bundle_bench.py
@@ -68,7 +86,7 @@ bench: install
 DEMO_PREFIX ?= dist/demo-host
 demo: bundle
 	$(BIN)/python -m offline.demo --bundle $(BUNDLE_OUT) --pubkey $(KEY_DIR)/bundle-signing.pub.pem \
-	    --prefix $(DEMO_PREFIX) --python $(PYTHON) --json $(DEMO_PREFIX).json
+	    --prefix $(DEMO_PREFIX) --python $(PYTHON) --json $(DEMO_PREFIX).json --model $(DEMO_MODEL)
 
 clean:
 	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
