@@ -258,6 +258,22 @@ def _write_failure(exc: Exception, where: Path) -> Exception:
     return OSError(errno.ENOSPC, "no space left on device") if full else exc
 
 
+def weight_decay_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: matrices decay, vectors (biases, norms) do not.
+
+    A parameter ZeRO-3 built partitioned is a flat placeholder; its ``ds_shape`` is the real one.
+    """
+    trained = [p for p in model.parameters() if p.requires_grad]
+    matrix = [len(getattr(p, "ds_shape", p.shape)) >= 2 for p in trained]
+    return [
+        {
+            "params": [p for p, m in zip(trained, matrix, strict=True) if m],
+            "weight_decay": weight_decay,
+        },
+        {"params": [p for p, m in zip(trained, matrix, strict=True) if not m], "weight_decay": 0.0},
+    ]
+
+
 def collective_placement(backend: str, device: Any) -> tuple[Any, Any]:
     """The device and dtype of a small all-reduced tensor on ``backend``.
 
@@ -393,17 +409,16 @@ class Trainer:
         )
         transformers.set_seed(cfg.seed)
         self.model = self._load_model(model_dir)
-        self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self.parameters = sum(p.numel() for p in self.model.parameters())
+        # ds_numel: a parameter ZeRO-3 built partitioned holds no elements here
+        sizes = [
+            (getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in self.model.parameters()
+        ]
+        self.trainable = sum(n for n, trained in sizes if trained)
+        self.parameters = sum(n for n, _ in sizes)
         optimizer = None
         if not uses_deepspeed_optimizer(cfg, self.accelerator):
-            decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
-            other = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
             optimizer = torch.optim.AdamW(
-                [
-                    {"params": decay, "weight_decay": cfg.weight_decay},
-                    {"params": other, "weight_decay": 0.0},
-                ],
+                weight_decay_groups(self.model, cfg.weight_decay),
                 lr=cfg.learning_rate,
                 betas=BETAS,
                 eps=EPS,

@@ -238,6 +238,9 @@ def test_the_model_is_loaded_in_its_training_precision_and_partitions(
     else:
         assert held["dtypes"] == {dtype: held["base_tensors"]}
     assert held["chunked_loss"] is True
+    if "lora" not in changes:  # matrices decay, norms do not, also from ZeRO-3's flat placeholders
+        assert held["no_decay"] and all("norm" in n for n in held["no_decay"])
+        assert held["decay"] + len(held["no_decay"]) == held["base_tensors"]
     if partitioned:  # ZeRO-3 built it inside zero.Init: no rank ever held a whole copy
         assert held["partitioned"] == held["base_tensors"] and held["held"] == 0
     else:
@@ -465,6 +468,8 @@ def test_lora_checkpoints_hold_the_adapter_only_and_resume_bit_for_bit(
     adapter = load_file(str(light / "adapter_model.safetensors"))
     assert adapter and all(".lora_A." in k or ".lora_B." in k for k in adapter)
     card = json.loads((out / "model/training_card.json").read_text())
+    base = json.loads((train_ws / "out/ref/model/training_card.json").read_text())["parameters"]
+    assert card["parameters"] == base + card["trainable_parameters"]  # ZeRO-3 counts it all too
     targets = card["lora_targets"]
     assert targets["requested"] == "all-linear" and targets["modules"] == 16
     assert {"self_attn.q_a_proj", "mlp.shared_experts.down_proj"} <= set(targets["names"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import deepspeed
 
 from offline.train.config import load_config
-from offline.train.loop import Trainer
+from offline.train.loop import Trainer, weight_decay_groups
 
 
 def main(config: Path) -> dict[str, object]:
@@ -23,6 +23,8 @@ def main(config: Path) -> dict[str, object]:
     )
     model = trainer._load_model(config.parent / trainer.cfg.model)
     base = [(n, p) for n, p in model.named_parameters() if "lora_" not in n]
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = weight_decay_groups(model, 0.1)
     return {
         "parameters": sum(getattr(p, "ds_numel", p.numel()) for _, p in base),
         "held": sum(p.numel() for _, p in base),  # elements materialized on this rank
@@ -31,6 +33,8 @@ def main(config: Path) -> dict[str, object]:
         "dtypes": dict(Counter(str(p.dtype) for _, p in base)),
         "fp32": [n for n, p in base if str(p.dtype) == "torch.float32"],
         "chunked_loss": trainer.chunked_loss,
+        "no_decay": [names[id(p)] for p in groups[1]["params"]],
+        "decay": len(groups[0]["params"]),
     }
 
 
