@@ -913,6 +913,8 @@ class Trainer:
                 "examples": len(self.train_data.examples),
                 "examples_before_packing": self.train_data.rows,
                 "dropped": self.train_data.dropped_by,
+                "lora_targets": self.lora_targets,
+                "chunked_loss": self.chunked_loss,
             }
         )
         self.say(

@@ -219,6 +219,7 @@ def test_packing_trains_on_fewer_rows_and_reports_them(train_ws: Path) -> None:
     assert len(stored) == 1
     assert start["examples"] == len(open_examples(stored[0]).examples)
     assert start["examples_before_packing"] > start["examples"]
+    assert start["chunked_loss"] is True and start["lora_targets"] is None  # no LoRA here
     assert set(start["dropped"]) <= {"truncated", "no_assistant_turn", "empty"}
     card = json.loads((train_ws / "out/packed/model/training_card.json").read_text())
     assert card["data"]["dropped"] == start["dropped"]
