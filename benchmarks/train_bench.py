@@ -211,6 +211,190 @@ def mfu(root: Path, steps: int, peak: float | None) -> dict[str, Any]:
     }
 
 
+def _smollm2() -> Path:
+    """The converted model scripts/fetch-smollm2.sh leaves in its cache (or $SMOLLM2_DIR)."""
+    if "SMOLLM2_DIR" in os.environ:
+        return Path(os.environ["SMOLLM2_DIR"])
+    cache = Path(os.environ.get("SMOLLM2_CACHE", REPO / ".cache/models/smollm2-135m-instruct"))
+    found = sorted(p.parent for p in cache.glob("*/config.json"))
+    return found[-1] if found else cache
+
+
+SMOLLM2 = _smollm2()
+LORA = {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0}
+
+
+def lora_config(root: Path, name: str, steps: int, model: Path, **extra: Any) -> Any:
+    """SFT + LoRA (all linear layers) on ``model``, ZeRO 0: one process, no partitioning."""
+    return config(root, name, steps, 0, model=str(model), lora=LORA, **extra)
+
+
+def plain_lora(root: Path, cfg: Any, warmup: int) -> list[float]:
+    """transformers + peft by hand on the same batches: useful tokens/s of each timed step."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from offline.train.config import BETAS, EPS
+    from offline.train.data import DataOrder, collate, load_dataset, real_tokens
+
+    torch.manual_seed(cfg.seed)
+    tok = AutoTokenizer.from_pretrained(cfg.model, local_files_only=True)
+    data = load_dataset(
+        root / cfg.data.train,
+        "sft",
+        tok,
+        max_length=cfg.data.max_length,
+        packing=cfg.data.packing,
+    )
+    base = AutoModelForCausalLM.from_pretrained(cfg.model, local_files_only=True, dtype="float32")
+    base.config.use_cache = False
+    lora = cfg.lora
+    model = get_peft_model(
+        base,
+        LoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules="all-linear",
+        ),
+    )
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate, betas=BETAS, eps=EPS)
+    order = DataOrder(len(data.examples), cfg.seed, cfg.data.shuffle)
+    rates = []
+    for step in range(1, cfg.max_steps + 1):
+        indices, _ = order.take(cfg.micro_batch_size)
+        chunk = [data.examples[i] for i in indices]
+        batch = collate(chunk, tok.pad_token_id, "sft")
+        started = time.perf_counter()
+        out = model(**batch)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        float(out.loss)
+        seconds = time.perf_counter() - started
+        if step > warmup:
+            rates.append(real_tokens(chunk) / seconds)
+    return rates
+
+
+RSS_STEP = """
+import json, sys
+from pathlib import Path
+from offline.train.config import TrainConfig
+from offline.train.loop import Trainer
+
+root, cfg = Path(sys.argv[1]), TrainConfig.model_validate_json(sys.argv[2])
+trainer = Trainer(cfg, root)
+trainer.setup()
+weights = sum(p.numel() * p.element_size() for p in trainer.engine.module.parameters())
+Path("/proc/self/clear_refs").write_text("5")  # the peak from here on: one step
+trainer.train_step()
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"weights_bytes": weights, "step_peak_rss_bytes": peak * 1024}))
+"""
+
+
+def qwen2_rss(root: Path, seq: int) -> dict[str, Any]:
+    """Peak RSS of one LoRA step on a random-init model with Qwen2-1.5B's published shape."""
+    import subprocess
+
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    # DeepSeek-R1-Distill-Qwen-1.5B / Qwen2.5-1.5B: the published config
+    shape = Qwen2Config(
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+    )
+    out = root / "models/qwen2-1.5b-shape"
+    model: Any = Qwen2ForCausalLM(shape)
+    model = model.to(torch.bfloat16)  # bf16 on disk: half the bytes to write
+    model.save_pretrained(out)
+    del model
+    AutoTokenizer.from_pretrained(SMOLLM2, local_files_only=True).save_pretrained(out)
+    cfg = lora_config(
+        root,
+        "rss",
+        2,
+        out,
+        data={
+            "train": "data/split/conversations/train.parquet",
+            "validation": None,
+            "max_length": seq,
+            "packing": True,
+        },
+        micro_batch_size=1,
+        warmup_steps=0,
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-c", RSS_STEP, str(root), cfg.model_dump_json()],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if run.returncode != 0:
+        return {"failed": run.stderr[-2000:]}
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    result["ratio"] = result["step_peak_rss_bytes"] / result["weights_bytes"]
+    result["goal"] = 2.5
+    return result
+
+
+def real_model(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """SFT + LoRA on SmolLM2: ours vs transformers + peft, and packing vs padding (ours)."""
+    if not (SMOLLM2 / "config.json").is_file():
+        return {"skipped": f"no model at {SMOLLM2}: run scripts/fetch-smollm2.sh"}
+    total = args.warmup + args.steps
+    plain_rates: list[float] = []
+    our_rates: list[float] = []
+    padded: list[float] = []
+    packed: list[float] = []
+    data = {"train": "data/split/conversations/train.parquet", "validation": None}
+    for r in range(args.rounds):
+        same = lora_config(root, f"lp{r}", total, SMOLLM2, data={**data, "max_length": 256})
+        plain_rates += plain_lora(root, same, args.warmup)
+        ours_cfg = lora_config(root, f"lo{r}", total, SMOLLM2, data={**data, "max_length": 256})
+        our_rates += ours(root, ours_cfg, args.warmup)
+        # the same tokens per step either way: 8 padded conversations, or rows of 1024
+        pad_cfg = lora_config(root, f"pad{r}", total, SMOLLM2, data={**data, "max_length": 1024})
+        padded += ours(root, pad_cfg, args.warmup)
+        pack_cfg = lora_config(
+            root,
+            f"pack{r}",
+            total,
+            SMOLLM2,
+            data={**data, "max_length": 1024, "packing": True},
+            micro_batch_size=1,
+        )
+        packed += ours(root, pack_cfg, args.warmup)
+    return {
+        "plain_tokens_per_s": statistics.median(plain_rates),
+        "ours_tokens_per_s": statistics.median(our_rates),
+        "ratio": statistics.median(our_rates) / statistics.median(plain_rates),
+        "goal": 1.0,
+        "padded_tokens_per_s": statistics.median(padded),
+        "packed_tokens_per_s": statistics.median(packed),
+        "packing_ratio": statistics.median(packed) / statistics.median(padded),
+        "packing_goal": 1.5,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -221,6 +405,12 @@ def main() -> None:
     parser.add_argument("--mfu", action="store_true", help="also the 1B bf16 MFU run (CUDA)")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--real", action="store_true", help="also SFT + LoRA on SmolLM2, packed and padded"
+    )
+    parser.add_argument(
+        "--rss", type=int, default=0, metavar="SEQ", help="also the Qwen2-1.5B-shape LoRA step"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
@@ -242,6 +432,10 @@ def main() -> None:
         result["goal"] = 0.9
         if args.mfu:
             result["mfu"] = mfu(root, 40, args.peak_tflops)
+        if args.real:
+            result["smollm2"] = real_model(root, args)
+        if args.rss:
+            result["qwen2_rss"] = qwen2_rss(root, args.rss)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -254,6 +448,30 @@ def main() -> None:
         f"  offline train  {result['ours_tokens_per_s']:>10,.0f} tokens/s\n"
         f"  ratio          {result['ratio']:>10.2f}x  (goal >= 0.9x: {verdict})"
     )
+    if "smollm2" in result:
+        m = result["smollm2"]
+        if "skipped" in m:
+            print(f"  SmolLM2: skipped ({m['skipped']})")
+        else:
+            print(
+                f"SFT + LoRA on SmolLM2-135M-Instruct (all linear layers, r 8, ZeRO 0):\n"
+                f"  transformers + peft  {m['plain_tokens_per_s']:>8,.0f} tokens/s\n"
+                f"  offline train        {m['ours_tokens_per_s']:>8,.0f} tokens/s\n"
+                f"  ratio                {m['ratio']:>8.2f}x  (goal >= 1.0x)\n"
+                f"  padded (8 x up to 1024)  {m['padded_tokens_per_s']:>8,.0f} useful tokens/s\n"
+                f"  packed (rows of 1024)    {m['packed_tokens_per_s']:>8,.0f} useful tokens/s\n"
+                f"  packing ratio            {m['packing_ratio']:>8.2f}x  (goal >= 1.5x)"
+            )
+    if "qwen2_rss" in result:
+        m = result["qwen2_rss"]
+        if "failed" in m:
+            print(f"  Qwen2-1.5B-shape RSS: failed\n{m['failed']}")
+        else:
+            print(
+                f"One LoRA step, random-init Qwen2-1.5B shape, sequence {args.rss}, CPU fp32:\n"
+                f"  weights {m['weights_bytes'] / 2**30:.2f} GiB, step peak RSS"
+                f" {m['step_peak_rss_bytes'] / 2**30:.2f} GiB = {m['ratio']:.2f}x (goal <= 2.5x)"
+            )
     if "mfu" in result:
         m = result["mfu"]
         if "skipped" in m:
