@@ -233,18 +233,42 @@ def _prefix_mask(
         start = blank.find(marker)
         if start < 0 or through[:start] != blank[:start]:
             start = _common_prefix(blank, through)
-        with contextlib.suppress(Dropped):  # an empty history: no generation prompt to skip
-            prompt = render(messages[:index], True) if index else ""
-            if prompt and through.startswith(prompt):
-                # the reply is what the model writes after the prompt of inference: not R1's
-                # <think>\n (the prompt has it), but Mistral's space after [/INST]
-                start = len(prompt)
+        # the reply is what the model writes after the prompt of inference: not R1's
+        # <think>\n (the prompt has it), but Mistral's space after [/INST]
+        if index:
+            with contextlib.suppress(Dropped):
+                prompt = render(messages[:index], True)
+                if through.startswith(prompt):
+                    start = len(prompt)
+        else:  # the assistant speaks first: no history to render a prompt after
+            start += _prompted_lead(through, start, _generation_suffix(tok))
         end = len(through.rstrip())
         if end > start:
             spans.append((start, end))
     if not spans:
         raise Dropped("template_mismatch" if mismatched else "empty")
     return _tokens_in_spans(tok, whole, spans)
+
+
+def _generation_suffix(tok: Any) -> str:
+    """What the generation prompt adds after a conversation ("" when it cannot be told)."""
+    probe = [{"role": "user", "content": "\ue003"}]
+    try:
+        bare, prompted = _render(tok, probe, False), _render(tok, probe, True)
+    except Dropped:
+        return ""
+    return prompted[len(bare) :] if prompted.startswith(bare) else ""
+
+
+def _prompted_lead(text: str, start: int, suffix: str) -> int:
+    """How much of the reply at ``start`` the generation prompt writes: the header before
+    ``start`` ends with the prompt's first part and the reply opens with the rest (R1's
+    <think>\n after its assistant tag)."""
+    for cut in range(len(suffix), 0, -1):
+        head, rest = suffix[:cut], suffix[cut:]
+        if text[:start].endswith(head):
+            return len(rest) if text.startswith(rest, start) else 0
+    return 0
 
 
 def _first_line(exc: Exception) -> str:

@@ -488,3 +488,19 @@ def test_reasoning_and_a_trimmed_reply(toks: dict[str, Any], name: str) -> None:
         {"role": "assistant", "content": "Sure. ", "reasoning_content": "greet back"},
     ]
     check_mask(toks[name], name, chat, True)
+
+
+@pytest.mark.parametrize("name", ["deepseek-r1", "deepseek-v3", "qwen2.5", "llama3.1"])
+@pytest.mark.parametrize("opening", ["<think>\n", "<think>\nHello", "</think>", ""])
+def test_an_opening_reply_does_not_train_what_the_prompt_writes(
+    toks: dict[str, Any], name: str, opening: str
+) -> None:
+    """R1's prompt writes <think>\\n after its assistant tag: a greeting that starts with it
+    trains only what follows, as any later reply does."""
+    chat = [
+        {"role": "assistant", "content": opening},
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": "Yes."},
+    ]
+    check_mask(toks[name], name, chat, False)
+    check_mask(toks[name], name, chat, True)
