@@ -19,6 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import artifact  # noqa: E402 -- shipped beside this file: reads and verifies the export
+
 ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(platform.machine())
 
 
@@ -31,11 +34,22 @@ class Model:
 
         self.np = np
         self.tvm = tvm
-        self.card = json.loads((directory / "export_card.json").read_text())
-        libs = [a for a in self.card["artifacts"] if a["format"] == "tvm" and a["target"] == ARCH]
-        if not libs:
-            sys.exit(f"error: no TVM artifact for {ARCH} in {directory}; export --target {ARCH}")
-        self.library_path = libs[0]["path"]
+        try:
+            self.card = artifact.read_card(directory)
+            libs = [
+                a for a in self.card["artifacts"] if a["format"] == "tvm" and a["target"] == ARCH
+            ]
+            if not libs:
+                sys.exit(
+                    f"error: no TVM artifact for {ARCH} in {directory}; export --target {ARCH}"
+                )
+            self.library_path = libs[0]["path"]
+            # every file against manifest.json before anything is loaded
+            artifact.verify(
+                directory, [artifact.CARD, self.library_path, "tokenizer/tokenizer.json"]
+            )
+        except Exception as exc:  # the artifact module's errors: say them, no traceback
+            sys.exit(f"error: {exc}")
         library = tvm.runtime.load_module(str(directory / self.library_path))
         self.vm = relax.VirtualMachine(library, tvm.cpu())
         self.tok = Tokenizer.from_file(str(directory / "tokenizer" / "tokenizer.json"))

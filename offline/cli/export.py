@@ -16,7 +16,13 @@ def export_cmd(
     model: Annotated[Path, typer.Option("--model", help="offline train's output directory.")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the artifacts and card.")],
     format_: Annotated[
-        list[str], typer.Option("--format", help="torchscript, pt2 or tvm; repeat for several.")
+        list[str],
+        typer.Option(
+            "--format",
+            help="torchscript, pt2 or tvm; repeat for several. `--format eager`: no artifact,"
+            " the card, tokenizer and manifest for `offline serve --backend eager` (a causal"
+            " LM with its KV cache).",
+        ),
     ],
     quantize: Annotated[
         str,
@@ -33,7 +39,18 @@ def export_cmd(
             " ARMv8-A on aarch64), e.g. x86-64-v3, cortex-a72.",
         ),
     ] = None,
-    seq_len: Annotated[int, typer.Option("--seq-len", min=2, help="Fixed sequence length.")] = 64,
+    seq_len: Annotated[
+        int, typer.Option("--seq-len", min=2, help="Fixed sequence length of the artifacts.")
+    ] = 64,
+    max_context: Annotated[
+        int | None,
+        typer.Option(
+            "--max-context",
+            min=2,
+            help="A causal LM: tokens (prompt and reply) `offline serve` holds per generation in"
+            " its KV cache (default: the model's own limit, at most 32768).",
+        ),
+    ] = None,
     sample: Annotated[
         Path | None, typer.Option(help="Held-out rows for the gate (default: random ids).")
     ] = None,
@@ -61,11 +78,12 @@ def export_cmd(
         artifacts = export(
             model,
             out,
-            formats=format_,
+            formats=[f for f in format_ if f != "eager"],
             quantize=quantize,
             target=target,
             cpu=cpu,
             seq_len=seq_len,
+            max_context=max_context,
             sample=sample,
             sample_rows=sample_rows,
             gate=Gate(max_accuracy_drop, min_agreement),

@@ -36,7 +36,10 @@ def serve_cmd(
     ] = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="auto (default: tvm, torchscript, pt2), eager, torchscript, pt2 or tvm."),
+        typer.Option(
+            help="auto (default: a causal LM eager with its KV cache when its source model is"
+            " there, else tvm, torchscript, pt2), eager, torchscript, pt2 or tvm."
+        ),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
@@ -48,6 +51,27 @@ def serve_cmd(
     ] = None,
     max_wait_ms: Annotated[
         float | None, typer.Option("--max-wait-ms", help="Longest wait to fill a batch (5).")
+    ] = None,
+    max_sequences: Annotated[
+        int | None,
+        typer.Option(
+            "--max-sequences", help="Generations decoded together, each with its KV cache (16)."
+        ),
+    ] = None,
+    max_context: Annotated[
+        int | None,
+        typer.Option(
+            "--max-context", help="Tokens per generation (default: the export's max_context)."
+        ),
+    ] = None,
+    kv_cache_mb: Annotated[
+        int | None, typer.Option("--kv-cache-mb", help="Memory for the KV cache in MiB (4096).")
+    ] = None,
+    prefill_chunk: Annotated[
+        int | None, typer.Option("--prefill-chunk", help="Prompt tokens read per step (256).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Eager backend: auto (cuda in bf16 when there), cpu, cuda.")
     ] = None,
     canary: Annotated[Path | None, typer.Option(help="A second export to send a share to.")] = None,
     canary_percent: Annotated[
@@ -76,6 +100,11 @@ def serve_cmd(
             "api_keys": api_keys,
             "max_batch": max_batch,
             "max_wait_ms": max_wait_ms,
+            "max_sequences": max_sequences,
+            "max_context": max_context,
+            "kv_cache_mb": kv_cache_mb,
+            "prefill_chunk": prefill_chunk,
+            "device": device,
             "canary": canary,
             "canary_percent": canary_percent,
             "audit_log": audit_log,

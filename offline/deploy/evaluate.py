@@ -183,11 +183,9 @@ def _agreement(top: Any, reference: Any, targets: Any, task: str) -> float:
 
 def host_backends(directory: Path) -> list[str]:
     """The formats of ``directory`` this host can run, eager first (the reference)."""
-    from offline.serve.models import _card, _host_target
+    from offline.deploy import artifact
 
-    card = _card(directory)
-    found = [a["format"] for a in card["artifacts"] if a["target"] == _host_target()]
-    return ["eager", *dict.fromkeys(found)]
+    return ["eager", *artifact.host_formats(artifact.read_card(directory))]
 
 
 def evaluate(
@@ -205,14 +203,14 @@ def evaluate(
         IntegrityError: a file differs from the manifest.
         DataError: the data lacks the task's columns or holds labels the model does not know.
     """
-    from offline.serve.models import AUTO_ORDER, load_model
+    from offline.deploy.artifact import AUTO_ORDER, open_export
 
     # eager first: agreement and drop are measured against it
     chosen = [
         "eager",
         *(b for b in dict.fromkeys(backends or host_backends(directory)) if b != "eager"),
     ]
-    models = {b: load_model(directory, b) for b in chosen}
+    models = {b: open_export(directory, b) for b in chosen}
     eager = models["eager"]
     ids, targets, task, read, skipped = _rows(eager, data, rows)
     if not len(ids):

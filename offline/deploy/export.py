@@ -13,7 +13,6 @@ the eager model runs the faster ``grouped_mm`` (``experts_implementation``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -25,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offline.deploy import artifact
 from offline.errors import ConfigError, GateError, NotFoundError, ToolError
-from offline.redact import redact, redact_tree
+from offline.redact import redact
 
 FORMATS = ("torchscript", "pt2", "tvm")
 TARGETS = ("x86_64", "aarch64")
@@ -75,14 +75,62 @@ class Artifact:
     failed: list[str] = field(default_factory=list)
 
 
-def _digest(path: Path) -> str:
-    import hashlib
+CONTEXT_CAP = 32768  # a longer limit needs --max-context: one sequence's KV cache grows with it
 
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json")):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
+
+def context_limit(config: Any, tokenizer: Any) -> tuple[int, str]:
+    """The longest context the model can take, and what set it: its position limit, a smaller
+    tokenizer limit, a sliding window (the KV cache here keeps every position), or the cap."""
+    limits = []
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            limits.append((value, name))
+            break
+    told = getattr(tokenizer, "model_max_length", None)
+    if isinstance(told, int) and 0 < told < 10**7:
+        limits.append((told, "tokenizer model_max_length"))
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None) or []
+    sliding = "sliding_attention" in types or bool(getattr(config, "use_sliding_window", False))
+    if isinstance(window, int) and window > 0 and sliding:
+        limits.append((window, "sliding_window"))
+    limits.append((CONTEXT_CAP, "the default cap (--max-context raises it)"))
+    return min(limits)
+
+
+def _generation(loaded: Loaded, model_dir: Path, wanted: int | None) -> dict[str, Any]:
+    """What the card records for generation: ``max_context`` and generation_config.json's
+    stop ids and sampling defaults."""
+    if loaded.kind != "causal-lm":
+        return {}
+    config = loaded.model.inner.config
+    limit, why = context_limit(config, loaded.tokenizer)
+    if wanted is not None:
+        if wanted > limit and why != "the default cap (--max-context raises it)":
+            raise ConfigError(
+                f"--max-context {wanted} is more than {model_dir} can take ({limit}, its {why})",
+                fix=f"use --max-context {limit} or less",
+            )
+        limit, why = wanted, "--max-context"
+    generation: dict[str, Any] = {}
+    stop: set[int] = set()
+    if (model_dir / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        gen = GenerationConfig.from_pretrained(model_dir, local_files_only=True)
+        eos = gen.eos_token_id
+        stop.update([eos] if isinstance(eos, int) else list(eos or []))
+        if gen.do_sample:
+            for key in ("temperature", "top_p", "top_k"):
+                if getattr(gen, key, None) is not None:
+                    generation[key] = getattr(gen, key)
+        if gen.repetition_penalty not in (None, 1.0):
+            generation["repetition_penalty"] = gen.repetition_penalty
+    if loaded.tokenizer.eos_token_id is not None:
+        stop.add(int(loaded.tokenizer.eos_token_id))
+    generation["stop_ids"] = sorted(stop)
+    return {"max_context": limit, "max_context_from": why, "generation": generation}
 
 
 def _has_experts(config: Any) -> bool:
@@ -155,7 +203,7 @@ def load(model_dir: Path) -> Loaded:
             return self.inner(input_ids=input_ids, use_cache=False).logits  # type: ignore[no-any-return]
 
     kind = "sequence-classification" if classifier else "causal-lm"
-    return Loaded(Logits(model).eval(), tok, kind, _digest(model_dir))
+    return Loaded(Logits(model).eval(), tok, kind, artifact.source_digest(model_dir))
 
 
 def make_sample(
@@ -489,6 +537,7 @@ def export(
     target: str = "x86_64",
     cpu: str | None = None,
     seq_len: int = 64,
+    max_context: int | None = None,
     sample: Path | None = None,
     sample_rows: int = 512,
     gate: Gate | None = None,
@@ -513,7 +562,7 @@ def export(
         ("--quantize", [quantize], QUANTIZE),
     ):
         bad = [v for v in value if v not in allowed]
-        if bad or not value:
+        if bad or (not value and name != "--format"):
             raise ConfigError(f"unknown {name} {', '.join(bad)}", fix=f"use {', '.join(allowed)}")
     if target != "x86_64" and formats != ["tvm"]:
         raise ConfigError(
@@ -569,13 +618,14 @@ def export(
         "pad_token_id": loaded.tokenizer.pad_token_id,
         "source_sha256": loaded.source_digest,
         "seq_len": seq_len,
+        **_generation(loaded, model_dir, max_context),
         "sample": str(sample) if sample else "random token ids",
         "sample_rows": len(held_out.lengths),
         "gate": asdict(gate),
         "eager": asdict(eager),
         "artifacts": [asdict(a) for a in artifacts],
     }
-    write_card(tmp, card)
+    artifact.write_card(tmp, card)
     failed = [a for a in artifacts if a.failed]
     if failed:
         rejected = out.with_name(f"{out.name}.rejected")
@@ -588,7 +638,10 @@ def export(
         )
     if "tvm" in formats:
         write_parity_sample(tmp / PARITY_SAMPLE, reference, held_out, loaded.kind)
-    package(tmp, f"edge-{model_dir.resolve().name}-{target}.tar", target)
+    if formats:
+        package(tmp, f"edge-{model_dir.resolve().name}-{target}.tar", target)
+    else:  # eager only: what `offline serve --backend eager` verifies
+        artifact.write_manifest(tmp, target)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -620,26 +673,18 @@ def package(directory: Path, name: str, target: str) -> Path:
     """``directory`` as an edge package: its files, the run script and unit, the runtime
     requirements, and ``manifest.json`` with every file's sha256; one uncompressed tar.
     """
-    import hashlib
     import tarfile
 
     edge = shipped_dir("deploy") / "edge"
     for asset in ("run_edge.py", "deepseek-edge.service"):
         shutil.copy(edge / asset, directory / asset)
+    shutil.copy(artifact.__file__, directory / "artifact.py")  # how run_edge.py reads the card
     requirements = shipped_dir("bundle") / "requirements" / "edge-aarch64.in"
     (directory / "runtime-requirements.txt").write_text(
         f"# What the device needs ({target}); bundle/edge-aarch64.toml carries the aarch64"
         " wheels across the gap\n" + redact(requirements.read_text())
     )
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.endswith(".tar"))
-    manifest = {
-        "target": target,
-        "files": {
-            p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in files
-        },
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    files = artifact.write_manifest(directory, target)
     tar_path = directory / name
     with tarfile.open(tar_path, "w") as tar:
         for path in [*files, directory / "manifest.json"]:
@@ -650,21 +695,18 @@ def package(directory: Path, name: str, target: str) -> Path:
     return tar_path
 
 
-def write_card(directory: Path, card: dict[str, Any]) -> dict[str, Any]:
-    """Write ``card`` as export_card.json and EXPORT_CARD.md in ``directory``, credentials
-    masked (see ``offline.redact``); returns the card as written."""
-    shown: dict[str, Any] = redact_tree(card)
-    (directory / "export_card.json").write_text(json.dumps(shown, indent=2) + "\n")
-    (directory / "EXPORT_CARD.md").write_text(card_markdown(shown))
-    return shown
-
-
 def card_markdown(card: dict[str, Any]) -> str:
     eager = card["eager"]["latency_ms"]
     lines = [
         f"# Export card: {card['model']}",
         "",
-        f"{card['kind']}, seq_len {card['seq_len']}, sample: {card['sample']}"
+        f"{card['kind']}, seq_len {card['seq_len']}"
+        + (
+            f", max_context {card['max_context']} ({card.get('max_context_from', '')})"
+            if card.get("max_context")
+            else ""
+        )
+        + f", sample: {card['sample']}"
         f" ({card['sample_rows']} rows), source sha256 {card['source_sha256'][:16]}",
         "",
         "| format | quantize | target | MB | b1 p50 ms | b1 p99 ms | b8 p50 ms | b8 p99 ms |"

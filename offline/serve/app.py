@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from offline import __version__
 from offline.redact import RedactingFormatter
 from offline.serve.auth import KeyStore
+from offline.serve.batching import ContinuousBatcher
 from offline.serve.engine import Generator, MicroBatcher, Runner
 from offline.serve.metrics import Metrics
 from offline.serve.middleware import AuditLog, Guard
@@ -34,10 +35,15 @@ ROUTES = {
 
 def load_models(settings: ServeSettings) -> tuple[ServedModel, ServedModel | None]:
     """The model and the canary, each verified against its manifest (raises if not)."""
-    primary = load_model(settings.model, settings.backend)
+    device = settings.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    primary = load_model(settings.model, settings.backend, device=device)
     if settings.canary is None:
         return primary, None
-    canary = load_model(settings.canary, settings.backend)
+    canary = load_model(settings.canary, settings.backend, device=device)
     if canary.id == primary.id:
         canary.id = f"{canary.id}-canary"
         canary.version = f"{canary.id}@{canary.version.rsplit('@', 1)[1]}"
@@ -62,6 +68,28 @@ def _slot(model: ServedModel, settings: ServeSettings, runner: Runner, metrics: 
             max_queue=settings.max_queue,
         )
         return Slot(model, batcher=batcher)
+    if model.lm is not None:
+        context = settings.max_context or model.max_context
+        if context > model.max_context:
+            from offline.errors import ConfigError
+
+            raise ConfigError(
+                f"--max-context {context} is more than {model.id} was exported for"
+                f" ({model.max_context})",
+                fix=f"use --max-context {model.max_context} or less, or export again with a"
+                " larger --max-context",
+            )
+        engine = ContinuousBatcher(
+            model,
+            runner,
+            metrics,
+            max_sequences=settings.max_sequences,
+            max_context=context,
+            kv_cache_bytes=settings.kv_cache_mb << 20,
+            prefill_chunk=settings.prefill_chunk,
+            max_queue=settings.max_queue,
+        )
+        return Slot(model, generator=engine)
     generator = Generator(
         model,
         runner,
@@ -104,8 +132,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         for slot in svc.slots:
-            if slot.batcher:
-                slot.batcher.start()
+            if isinstance(slot.generator, ContinuousBatcher):
+                await runner.call(slot.generator.allocate)
+            for part in (slot.batcher, slot.generator):
+                if isinstance(part, MicroBatcher | ContinuousBatcher):
+                    part.start()
         await _warm_up(svc)
         svc.ready = True
         try:
@@ -113,8 +144,9 @@ def create_app(
         finally:
             svc.ready = False
             for slot in svc.slots:
-                if slot.batcher:
-                    await slot.batcher.stop()
+                for part in (slot.batcher, slot.generator):
+                    if isinstance(part, MicroBatcher | ContinuousBatcher):
+                        await part.stop()
             runner.close()
             if audit:
                 audit.close()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from offline.serve.generation import Delta, Sampling, Step, pick, texts
 from offline.serve.metrics import Metrics
 from offline.serve.models import ServedModel
 
@@ -181,74 +182,14 @@ class MicroBatcher:
         return np.split(probs, np.cumsum([len(rows) for rows in requests])[:-1])
 
 
-# -- generation --------------------------------------------------------------------------------
-
-
-@dataclass
-class Sampling:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None  # any integer: taken modulo 2**64 for numpy
-
-
-@dataclass
-class Delta:
-    text: str
-    finish_reason: str | None = None  # "stop" or "length" on the last delta
-    completion_tokens: int = 0
-
-
-GREEDY_BELOW = 1e-5  # a temperature this low makes the softmax one-hot: take the argmax
-
-
-class GenerationError(Exception):
-    """The model's output cannot be decoded (no finite logit): a server fault, not the request's."""
-
-
-def choose(logits: Any, sampling: Sampling, rng: Any) -> int:
-    """The next token: greedy below :data:`GREEDY_BELOW`, else nucleus sampling at ``top_p``.
-
-    The softmax is taken relative to the largest logit, so any temperature or logit scale gives
-    probabilities in [0, 1] with the best token at 1 (never NaN or inf); a NaN logit is never
-    chosen, and a ``-inf`` one (a masked token) has probability 0.
-    """
-    import numpy as np
-
-    logits = np.where(np.isnan(logits), -np.inf, logits.astype(np.float64))
-    best = int(np.argmax(logits))
-    if np.isneginf(logits[best]):
-        raise GenerationError(f"the model returned no finite logit among {len(logits)}")
-    if sampling.temperature < GREEDY_BELOW or np.isposinf(logits[best]):
-        return best
-    with np.errstate(over="ignore", under="ignore"):  # both round to the right answer
-        probs = np.exp((logits - logits[best]) / sampling.temperature)
-    probs /= probs.sum()  # >= 1: the best token contributes exactly 1
-    if sampling.top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        keep = int(np.searchsorted(np.cumsum(probs[order]), sampling.top_p)) + 1
-        kept = np.zeros_like(probs)
-        kept[order[:keep]] = probs[order[:keep]]
-        probs = kept / kept.sum()  # the best token is always kept
-    return int(rng.choice(len(probs), p=probs))
-
-
-def _held_back(text: str, stops: list[str]) -> int:
-    """How many trailing characters could still become a stop string."""
-    longest = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:n]):
-                longest = max(longest, n)
-                break
-    return longest
+# -- generation at the export's fixed length ---------------------------------------------------
 
 
 class Generator:
-    """Token-by-token generation at the export's fixed length: each step is one forward pass
-    of the padded sequence (the exported artifacts carry no KV cache); at most
-    ``max_concurrent`` generations run, ``max_queue`` more may wait."""
+    """Token-by-token generation for an artifact (TorchScript, pt2, TVM): each step is one
+    forward pass of the padded sequence at the export's fixed length, as those artifacts carry
+    no KV cache; at most ``max_concurrent`` generations run, ``max_queue`` more may wait. An
+    eager causal LM is served by :class:`offline.serve.batching.ContinuousBatcher` instead."""
 
     def __init__(
         self,
@@ -262,6 +203,7 @@ class Generator:
         self.model, self.runner, self.metrics = model, runner, metrics
         self._slots = asyncio.Semaphore(max_concurrent)
         self.max_queue = max_queue
+        self.max_context = model.seq_len
         self.waiting = 0
 
     def admit(self) -> None:
@@ -270,42 +212,53 @@ class Generator:
             raise Busy(f"{self.waiting} generations are already waiting")
 
     def _last_logits(self, ids: list[int]) -> Any:
-        return self.model.forward(self.model.pad([ids]))[0, len(ids) - 1]
+        import torch
 
-    async def stream(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[Delta]:
+        return torch.from_numpy(self.model.forward(self.model.pad([ids]))[0, len(ids) - 1])
+
+    async def stream(self, prompt: list[int], sampling: Sampling) -> AsyncGenerator[Delta, None]:
         """Text deltas as they are decoded; the last one carries the finish reason."""
-        import numpy as np
-
-        rng = np.random.default_rng(None if sampling.seed is None else sampling.seed % 2**64)
-        tok, eos = self.model.tokenizer, self.model.eos_id
         self.waiting += 1
         try:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
+        out = 0
         try:
-            ids, sent, finish, text = list(prompt), 0, "length", ""
-            out: list[int] = []
-            while len(out) < sampling.max_tokens and len(ids) < self.model.seq_len:
-                logits = await self.runner.call(self._last_logits, ids)
-                token = choose(logits, sampling, rng)
-                if token == eos:
-                    finish = "stop"
-                    break
-                ids.append(token)
-                out.append(token)
-                text = tok.decode(out, skip_special_tokens=True)
-                cut = min((text.find(s) for s in sampling.stop if s in text), default=-1)
-                if cut >= 0:
-                    text, finish = text[:cut], "stop"
-                    break
-                ready = len(text) - _held_back(text, sampling.stop)
-                if text.endswith("\ufffd"):  # half of a multi-byte character
-                    ready = min(ready, len(text) - 1)
-                if ready > sent:
-                    yield Delta(text[sent:ready], completion_tokens=len(out))
-                    sent = ready
-            self.metrics.tokens.labels(self.model.version, "completion").inc(len(out))
-            yield Delta(text[sent:], finish, len(out))
+            async for delta in texts(self._steps(prompt, sampling), self.model.tokenizer, sampling):
+                out = delta.completion_tokens
+                yield delta
         finally:
             self._slots.release()
+            self.metrics.tokens.labels(self.model.version, "completion").inc(out)
+
+    async def _steps(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[Step]:
+        import numpy as np
+
+        rng = np.random.default_rng(None if sampling.seed is None else sampling.seed % 2**64)
+        ids, counts = list(prompt), dict[int, int]()
+        seen = None
+        if sampling.repetition_penalty != 1.0:
+            import torch
+
+            seen = torch.tensor(prompt, dtype=torch.long)
+        produced = 0
+        while True:
+            logits = await self.runner.call(self._last_logits, ids)
+            step = pick(logits, sampling, rng, counts, seen)
+            if step.token in sampling.stop_ids:
+                step.finish = "stop"
+                yield step
+                return
+            ids.append(step.token)
+            produced += 1
+            counts[step.token] = counts.get(step.token, 0) + 1
+            if seen is not None:
+                import torch
+
+                seen = torch.cat([seen, torch.tensor([step.token])])
+            if produced >= sampling.max_tokens or len(ids) >= self.model.seq_len:
+                step.finish = "length"
+            yield step
+            if step.finish:
+                return

@@ -41,3 +41,29 @@ class Metrics:
             ["model", "type"],
             registry=r,
         )
+        self.decode_batch = Histogram(
+            "offline_decode_batch_size",
+            "Sequences decoded together in one step of continuous batching",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.sequences = Gauge(
+            "offline_sequences",
+            "Generations by state (running: in the KV cache; waiting: queued for a slot)",
+            ["model", "state"],
+            registry=r,
+        )
+        self.kv_slots = Gauge(
+            "offline_kv_cache_slots", "Sequences the KV cache holds at once", ["model"], registry=r
+        )
+        self.prefill_tokens = Counter(
+            "offline_prefill_tokens", "Prompt tokens read into the KV cache", ["model"], registry=r
+        )
+        self.queue_seconds = Histogram(
+            "offline_generation_queue_seconds",
+            "Time a generation waited for a slot of the KV cache",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )

@@ -63,12 +63,17 @@ class _Generation(BaseModel):
 
     model: Annotated[str, Unicode] = ""
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2, description="below 1e-5: greedy decoding")
-    top_p: float = Field(1.0, gt=0, le=1)
+    # None: the model's generation_config.json default, else 1.0
+    temperature: float | None = Field(None, ge=0, le=2, description="below 1e-5: greedy")
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, description="0: every token (an extension)")
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=10, description="an extension")
     stop: Annotated[str | list[str] | None, Unicode] = None
     seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
-    n: int = Field(1, ge=1, le=1, description="one choice per request")
+    n: int = Field(1, ge=1, le=16, description="choices, each its own sequence")
     stream_options: StreamOptions | None = None
 
 
@@ -80,6 +85,8 @@ class CompletionRequest(_Generation):
     prompt: Annotated[str | list[str], Unicode] = Field(
         description="a string (or a list holding one)"
     )
+    logprobs: int | None = Field(None, ge=0, le=5, description="top log-probabilities per token")
+    echo: bool = Field(False, description="not supported: must be false")
 
 
 class TextPart(BaseModel):
@@ -97,6 +104,8 @@ class Message(BaseModel):
 class ChatRequest(_Generation):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
 class Usage(BaseModel):
@@ -113,6 +122,7 @@ class ModelCard(BaseModel):
     version: str
     kind: str
     backend: str
+    max_model_len: int = Field(description="tokens per request, prompt and reply")
 
 
 class ModelList(BaseModel):

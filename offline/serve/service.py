@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from offline.serve.auth import KeyStore
+from offline.serve.batching import ContinuousBatcher
 from offline.serve.engine import Generator, MicroBatcher, Runner
 from offline.serve.metrics import Metrics
 from offline.serve.middleware import AuditLog
@@ -40,7 +41,7 @@ class Slot:
 
     model: ServedModel
     batcher: MicroBatcher | None = None
-    generator: Generator | None = None
+    generator: Generator | ContinuousBatcher | None = None
 
 
 @dataclass

@@ -31,8 +31,22 @@ class ServeSettings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, le=1000)
     max_queue: int = Field(256, ge=1, description="waiting requests before 503")
     # generation
-    max_concurrent_generations: int = Field(4, ge=1)
-    max_tokens_limit: int = Field(256, ge=1, description="largest max_tokens a request may ask")
+    max_concurrent_generations: int = Field(
+        4, ge=1, description="generations at once on an artifact (no KV cache)"
+    )
+    max_tokens_limit: int | None = Field(
+        None, ge=1, description="largest max_tokens a request may ask (default: the context)"
+    )
+    # continuous batching of an eager causal LM over its KV cache
+    max_sequences: int = Field(16, ge=1, le=256, description="sequences decoded together")
+    max_context: int | None = Field(
+        None, ge=2, description="tokens per sequence (default: the export's max_context)"
+    )
+    kv_cache_mb: int = Field(4096, ge=1, description="memory for the KV cache, in MiB")
+    prefill_chunk: int = Field(256, ge=16, description="prompt tokens read per step")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="eager backend: cuda (bf16) when a GPU is there, else cpu"
+    )
     # input limits
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_texts: int = Field(64, ge=1, description="texts per /predict request")

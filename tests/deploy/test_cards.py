@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from offline.deploy import artifact
 from offline.deploy import export as ex
 
 DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -33,7 +34,7 @@ def test_the_export_card_masks_credentials_and_keeps_digests(tmp_path: Path) -> 
         "https://ana:p4ss-s3cret@data.lan/test.parquet?sig=s1g-s3cret",
         ["https://data.lan/x?token=t0k-s3cret failed (Authorization: Bearer b3arer-s3cret)"],
     )
-    shown = ex.write_card(tmp_path, card)
+    shown = artifact.write_card(tmp_path, card)
     for name in ("export_card.json", "EXPORT_CARD.md"):
         text = (tmp_path / name).read_text()
         assert "data.lan" in text and DIGEST[:16] in text, name

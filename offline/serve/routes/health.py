@@ -38,6 +38,7 @@ async def models(svc: Svc, _key: KeyId) -> ModelList:
                 version=s.model.version,
                 kind=s.model.kind,
                 backend=s.model.backend,
+                max_model_len=s.generator.max_context if s.generator else s.model.seq_len,
             )
             for s in svc.slots
         ]
