@@ -104,3 +104,14 @@ def running(*args: str, cwd: Path, log: Path, timeout: float = 240) -> Iterator[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def smollm2_export(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2-135M-Instruct exported for the eager backend (no artifact): what
+    ``offline serve`` runs with its KV cache and continuous batching."""
+    from offline.deploy.export import export
+
+    out = tmp_path_factory.mktemp("smollm2-export") / "smollm2"
+    export(smollm2, out, formats=[], seq_len=32, latency_runs=1)
+    return out

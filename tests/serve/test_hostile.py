@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offline.serve import ServeSettings, create_app, load_model
-from offline.serve.engine import BadInput, GenerationError, Sampling, choose
+from offline.serve.engine import BadInput
+from offline.serve.generation import GenerationError, Sampling, choose
 from tests.serve.conftest import Exports
 from tests.serve.fuzz import fuzz
 

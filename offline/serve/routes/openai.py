@@ -215,8 +215,13 @@ class Reasoning:
                     reasoning.append(self.buffer[:end].rstrip("\n"))
                     self.buffer, self.state = self.buffer[end + len(self.CLOSE) :], "after"
                     continue
+                # held back: what could begin the tag, and the newlines that would go before it
                 keep = 0 if final else _partial(self.buffer, self.CLOSE)
-                cut = len(self.buffer) - keep
+                cut = (
+                    len(self.buffer[: len(self.buffer) - keep].rstrip("\n"))
+                    if not final
+                    else len(self.buffer)
+                )
                 reasoning.append(self.buffer[:cut])
                 self.buffer = self.buffer[cut:]
                 break
