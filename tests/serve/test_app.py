@@ -172,14 +172,16 @@ def test_stop_strings_and_length_limits(lm_client: TestClient) -> None:
         cut = lm_client.post("/v1/completions", json={**base, "stop": [stop]}).json()["choices"][0]
         assert cut["finish_reason"] == "stop" and stop not in cut["text"]
         assert text.startswith(cut["text"])
-    # the export's fixed length bounds prompt + completion
+    # an artifact's fixed length bounds prompt + completion
     long_prompt = "word " * 200
     r = lm_client.post("/v1/completions", json={**base, "prompt": long_prompt})
-    assert r.status_code == 422 and "exported for 40 tokens" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "holds 40 tokens in all" in r.json()["error"]["message"]
     r = lm_client.post("/v1/completions", json={**base, "max_tokens": 10_000})
     assert r.status_code == 422 and "max_tokens" in r.json()["error"]["message"]
-    r = lm_client.post("/v1/completions", json={**base, "n": 2})
-    assert r.status_code == 422
+    two = lm_client.post("/v1/completions", json={**base, "n": 2}).json()
+    assert [c["index"] for c in two["choices"]] == [0, 1]
+    assert two["choices"][0]["text"] == two["choices"][1]["text"] == full["text"]  # greedy
+    assert lm_client.post("/v1/completions", json={**base, "n": 17}).status_code == 422
 
 
 def test_api_keys_are_hashed_and_required(exports: Exports, tmp_path: Path) -> None:
