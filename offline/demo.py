@@ -286,6 +286,13 @@ t = time.perf_counter()
 c = httpx.post(f"{lm_url}/v1/chat/completions", json=chat, headers=auth, timeout=120)
 chat_ms = (time.perf_counter() - t) * 1000
 c.raise_for_status()
+served = httpx.get(f"{lm_url}/v1/models", headers=auth, timeout=60).json()["data"][0]
+chat["messages"] += [c.json()["choices"][0]["message"],
+                     {"role": "user", "content": "It was due on Monday. " * 20 + "Please check."}]
+t = time.perf_counter()
+again = httpx.post(f"{lm_url}/v1/chat/completions", json=chat, headers=auth, timeout=120)
+again.raise_for_status()
+second_ms = (time.perf_counter() - t) * 1000
 denied = httpx.post(f"{cls_url}/predict", json={"texts": texts}, timeout=60).status_code
 print(json.dumps({
     "predict": [[x, y["label"], max(y["scores"].values())]
@@ -294,6 +301,10 @@ print(json.dumps({
     "chat": c.json()["choices"][0]["message"]["content"],
     "chat_usage": c.json()["usage"],
     "chat_ms": round(chat_ms, 1),
+    "lm_backend": served["backend"],
+    "lm_max_model_len": served["max_model_len"],
+    "second_turn_usage": again.json()["usage"],
+    "second_turn_ms": round(second_ms, 1),
     "without_key": denied,
 }))
 """
@@ -436,7 +447,8 @@ def _doctor(demo: Demo) -> dict[str, Any]:
 
 
 def _serve(demo: Demo) -> dict[str, Any]:
-    """Both int8 exports served (TVM), a few real requests from inside the namespace."""
+    """The classifier's int8 export served (TVM) and the SFT model with its KV cache and full
+    context (eager, continuous batching); real requests from inside the namespace."""
     offline = str(demo.bin / "offline")
     keys = demo.ws / "serve-keys"
     keys.unlink(missing_ok=True)
@@ -561,7 +573,11 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
         first = serve["predict"][0]
         lines["serve"] = (
             f"/predict {first[1]!r} ({first[2]:.0%}) in {serve['predict_ms']} ms;"
-            f" chat {serve['chat']!r} in {serve['chat_ms']} ms;"
+            f" chat {serve['chat']!r} in {serve['chat_ms']} ms"
+            f" ({serve.get('lm_backend')} with a KV cache, {serve.get('lm_max_model_len')} tokens"
+            f" of context; a second turn of"
+            f" {serve.get('second_turn_usage', {}).get('prompt_tokens')} prompt tokens in"
+            f" {serve.get('second_turn_ms')} ms);"
             f" without a key: {serve['without_key']}"
         )
     return lines

@@ -391,3 +391,30 @@ def test_a_full_cache_says_429_with_retry_after(
                 assert third.status_code == 429 and third.headers["Retry-After"] == "1"
                 assert "in use" in third.json()["error"]["message"]
                 assert second.status_code == 200
+
+
+def test_the_pipelines_model_is_batched_as_generate_runs_it(exports: Any) -> None:
+    """The embedded default (DeepSeek-V2's shape: multi-head latent attention, whose keys and
+    values differ in width, and mixture-of-experts layers), exported by the pipeline."""
+    import torch
+
+    model = load_model(exports.lm, "eager")
+    assert model.lm is not None and model.max_context == 512
+    prompts = [
+        model.tokenizer(t)["input_ids"] for t in ("where is my parcel", "refund " * 40, "hi")
+    ]
+    greedy = Sampling(12, temperature=0.0, stop_ids=model.stop_ids)
+    results, _ = asyncio.run(
+        run_engine(model, prompts, [greedy] * 3, max_sequences=2, prefill_chunk=16)
+    )
+    for ids, (text, _last) in zip(prompts, results, strict=True):
+        with torch.inference_mode():
+            out = model.lm.generate(
+                torch.tensor([ids]),
+                max_new_tokens=12,
+                do_sample=False,
+                eos_token_id=sorted(model.stop_ids),
+                pad_token_id=model.pad_id,
+            )[0, len(ids) :].tolist()
+        expected = out[:-1] if out[-1] in model.stop_ids else out
+        assert text == model.tokenizer.decode(expected, skip_special_tokens=True)
