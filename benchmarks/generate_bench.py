@@ -102,7 +102,7 @@ async def _complete(client: Any, url: str, prompt: str, tokens: int) -> tuple[in
     start = time.perf_counter()
     r = await client.post(
         f"{url}/v1/completions",
-        json={"model": "m", "prompt": prompt, "max_tokens": tokens, "temperature": 0},
+        json={"model": "smollm2", "prompt": prompt, "max_tokens": tokens, "temperature": 0},
         timeout=600,
     )
     r.raise_for_status()
@@ -112,7 +112,13 @@ async def _complete(client: Any, url: str, prompt: str, tokens: int) -> tuple[in
 async def _stream(client: Any, url: str, prompt: str, tokens: int) -> tuple[float, list[float]]:
     """(time to first token, arrival time of every chunk with text) of a streamed completion."""
     start = time.perf_counter()
-    body = {"model": "m", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
+    body = {
+        "model": "smollm2",
+        "prompt": prompt,
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+    }
     arrivals: list[float] = []
     async with client.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as r:
         async for line in r.aiter_lines():
@@ -196,6 +202,26 @@ def direct(export: Path, prompt: str, tokens: int) -> float:
     return asyncio.run(main())
 
 
+def plain_generate(export: Path, prompt: str, tokens: int) -> float:
+    """Tokens/s of transformers' own ``generate`` on the same model: the eager reference."""
+    import torch
+
+    from offline.serve.models import load_model
+
+    model = load_model(export, "eager")
+    ids = torch.tensor([model.tokenizer(prompt)["input_ids"]])
+    rates = []
+    with torch.inference_mode():
+        for _ in range(2):
+            start = time.perf_counter()
+            model.lm.generate(
+                ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                pad_token_id=model.pad_id,
+            )  # fmt: skip
+            rates.append(tokens / (time.perf_counter() - start))
+    return max(rates)
+
+
 def _prompts(tokenizer: Any) -> dict[str, str]:
     def of(n: int) -> str:
         text = STORY * (n // 30 + 2)
@@ -254,7 +280,7 @@ def main() -> None:
             ports["llama.cpp"] = _free_port()
             servers["llama.cpp"] = [
                 str(llama_python), "-m", "llama_cpp.server", "--model", str(q8),
-                "--port", str(ports["llama.cpp"]), "--n_ctx", "4096",
+                "--port", str(ports["llama.cpp"]), "--n_ctx", "4096", "--model_alias", "smollm2",
                 "--n_threads", str(threads), "--n_threads_batch", str(threads),
             ]  # fmt: skip
         else:
@@ -265,6 +291,7 @@ def main() -> None:
                 with _server(cmd, ports[name], root / f"{name}.log", env) as url:
                     results[name].append(measure(url, prompts, args.tokens))
         direct_rate = direct(out, prompts["short"], args.tokens)
+        plain_rate = plain_generate(out, prompts["short"], args.tokens)
     best = {
         name: {k: (max if "tok_s" in k else min)(r[k] for r in rounds) for k in rounds[0]}
         for name, rounds in results.items()
@@ -289,6 +316,7 @@ def main() -> None:
             *goals,
         ]
     report["direct_tok_s"] = direct_rate
+    report["transformers_generate_tok_s"] = plain_rate
     report["goals"] = [
         {"goal": g, "value": round(v, 3), "target": f"{op} {t}",
          "pass": v >= t if op == ">=" else v <= t}
@@ -302,7 +330,7 @@ def main() -> None:
     print(f"{'server':16}" + "".join(f"{k:>20}" for k in keys))
     for name, figures in best.items():
         print(f"{name:16}" + "".join(f"{figures[k]:>20.1f}" for k in keys))
-    print(f"direct engine call: {direct_rate:.1f} tok/s")
+    print(f"direct engine call: {direct_rate:.1f} tok/s; transformers generate: {plain_rate:.1f}")
     for g in report["goals"]:
         verdict = "pass" if g["pass"] else "FAIL"
         print(f"{g['goal']:46} {g['value']:>8} (goal {g['target']}): {verdict}")
