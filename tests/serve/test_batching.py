@@ -117,7 +117,6 @@ def test_log_probabilities_are_the_models_own(served: ServedModel) -> None:
 
     ids = prompt_ids(served, QUESTIONS[0])
     sampling = Sampling(6, temperature=0.0, logprobs=3, stop_ids=served.stop_ids)
-    [(text, _last)], _ = asyncio.run(run_engine(served, [ids], [sampling]))
     runner, metrics = Runner(), Metrics()
     engine = ContinuousBatcher(
         served,
@@ -140,6 +139,7 @@ def test_log_probabilities_are_the_models_own(served: ServedModel) -> None:
             runner.close()
 
     deltas = asyncio.run(collect())
+    text = "".join(d.text for d in deltas)
     entries = [e for d in deltas for e in d.logprobs]
     tokens = [served.tokenizer.convert_tokens_to_ids(e.token) for e in entries]
     generated = served.tokenizer(text, add_special_tokens=False)["input_ids"]
