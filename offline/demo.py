@@ -310,6 +310,17 @@ print(json.dumps({
 """
 
 
+def _card(directory: Path) -> dict[str, Any]:
+    """An export's card, read as serve reads it; empty when the stage did not run."""
+    from offline.deploy import artifact
+    from offline.errors import OfflineError
+
+    try:
+        return artifact.read_card(directory)
+    except OfflineError:
+        return {}
+
+
 def _json(path: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
@@ -535,7 +546,7 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
             )
     export = []
     for model in ("classifier", "trained"):
-        card = _json(ws / f"models/export/{model}-int8/export_card.json")
+        card = _card(ws / f"models/export/{model}-int8")
         for art in card.get("artifacts", []):
             if art["format"] == "tvm":
                 par, lat = art["parity"], art["latency_ms"]
