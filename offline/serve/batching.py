@@ -213,9 +213,9 @@ class ContinuousBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     # -- the request side ------------------------------------------------------------------
-    def admit(self) -> None:
-        """Raise :class:`Busy` when every slot is taken and the queue is full."""
-        if len(self.waiting) >= self.max_queue:
+    def admit(self, count: int = 1) -> None:
+        """Raise :class:`Busy` when ``count`` more sequences would overflow the queue."""
+        if len(self.waiting) + count > self.max_queue:
             raise Busy(
                 f"all {self.slots} sequences of the KV cache are in use and"
                 f" {len(self.waiting)} more are waiting"

@@ -206,9 +206,9 @@ class Generator:
         self.max_context = model.seq_len
         self.waiting = 0
 
-    def admit(self) -> None:
-        """Raise :class:`Busy` when too many generations are already waiting."""
-        if self.waiting >= self.max_queue:
+    def admit(self, count: int = 1) -> None:
+        """Raise :class:`Busy` when ``count`` more generations would overflow the queue."""
+        if self.waiting + count > self.max_queue:
             raise Busy(f"{self.waiting} generations are already waiting")
 
     def _last_logits(self, ids: list[int]) -> Any:

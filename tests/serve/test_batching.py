@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offline.serve.batching import ContinuousBatcher
-from offline.serve.engine import Runner
+from offline.serve.engine import Busy, Runner
 from offline.serve.generation import Sampling
 from offline.serve.metrics import Metrics
 from offline.serve.models import ServedModel, load_model
@@ -361,36 +361,47 @@ def test_a_client_that_hangs_up_frees_its_slot(server: Server) -> None:
     assert running_sequences(server.url) == 0
 
 
-def test_a_full_cache_says_429_with_retry_after(
-    smollm2_export: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OFFLINE_SERVE_MAX_QUEUE", "1")
-    log = tmp_path_factory.mktemp("logs") / "full.log"
-    args = ["--model", str(smollm2_export), "--max-sequences", "1", "--max-context", "1024"]
-    body = {
-        "model": "smollm2",
-        "messages": [{"role": "user", "content": "Tell me a very long story."}],
-        "max_tokens": 600,
-        "stream": True,
-    }
-    with running(*args, cwd=smollm2_export.parent, log=log) as s:
-        url = f"{s.url}/v1/chat/completions"
-        with httpx.stream("POST", url, json=body, timeout=60) as first:
-            next(first.iter_lines())  # it holds the one slot
-            with httpx.stream("POST", url, json=body, timeout=60) as second:
-                deadline = time.monotonic() + 10
-                waiting = 0.0
-                while not waiting and time.monotonic() < deadline:
-                    waiting = sum(
-                        v
-                        for k, v in scrape(s.url, "offline_sequences").items()
-                        if 'state="waiting"' in k
-                    )
-                assert waiting == 1  # the second waits for the slot
-                third = httpx.post(url, json={**body, "stream": False}, timeout=60)
-                assert third.status_code == 429 and third.headers["Retry-After"] == "1"
-                assert "in use" in third.json()["error"]["message"]
-                assert second.status_code == 200
+def test_a_full_cache_and_queue_refuse_more(served: ServedModel) -> None:
+    """One slot, one place in the queue: a third generation is refused (the route makes that
+    429 with Retry-After, as for every engine)."""
+    runner, metrics = Runner(), Metrics()
+    engine = ContinuousBatcher(
+        served,
+        runner,
+        metrics,
+        max_sequences=1,
+        max_context=1024,
+        kv_cache_bytes=1 << 28,
+        prefill_chunk=64,
+        max_queue=1,
+    )
+    ids = served.tokenizer("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")["input_ids"]
+    counting = Sampling(900, temperature=0.0, stop_ids=frozenset())
+
+    async def main() -> None:
+        await runner.call(engine.allocate)
+        engine.start()
+        first, second = engine.stream(ids, counting), engine.stream(ids, counting)
+        tasks: list[Any] = []
+        try:
+            await first.__anext__()  # it holds the one slot
+            waiting = asyncio.ensure_future(second.__anext__())
+            tasks.append(waiting)
+            await asyncio.sleep(0.5)
+            assert len(engine.active) == 1 and len(engine.waiting) == 1
+            assert not waiting.done()
+            with pytest.raises(Busy, match="in use"):
+                engine.admit()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await first.aclose()
+            await second.aclose()
+            await engine.stop()
+            runner.close()
+
+    asyncio.run(main())
 
 
 def test_the_pipelines_model_is_batched_as_generate_runs_it(exports: Any) -> None:

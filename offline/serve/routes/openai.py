@@ -259,8 +259,7 @@ async def _respond(
     generator = slot.generator
     assert generator is not None
     try:
-        for _ in range(body.n):
-            generator.admit()
+        generator.admit(body.n)
     except Busy as exc:
         raise ApiError(
             429, f"server busy: {exc}", "busy", kind="server_error", headers=RETRY
