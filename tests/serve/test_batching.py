@@ -77,6 +77,22 @@ async def run_engine(
         runner.close()
 
 
+def one_slot(model: ServedModel, context: int) -> tuple[Runner, ContinuousBatcher]:
+    """An engine of one sequence and one place in its queue (started by the caller)."""
+    runner = Runner()
+    engine = ContinuousBatcher(
+        model,
+        runner,
+        Metrics(),
+        max_sequences=1,
+        max_context=context,
+        kv_cache_bytes=1 << 28,
+        prefill_chunk=64,
+        max_queue=1,
+    )
+    return runner, engine
+
+
 def metric(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
@@ -117,17 +133,7 @@ def test_log_probabilities_are_the_models_own(served: ServedModel) -> None:
 
     ids = prompt_ids(served, QUESTIONS[0])
     sampling = Sampling(6, temperature=0.0, logprobs=3, stop_ids=served.stop_ids)
-    runner, metrics = Runner(), Metrics()
-    engine = ContinuousBatcher(
-        served,
-        runner,
-        metrics,
-        max_sequences=1,
-        max_context=256,
-        kv_cache_bytes=1 << 28,
-        prefill_chunk=64,
-        max_queue=1,
-    )
+    runner, engine = one_slot(served, 256)
 
     async def collect() -> list[Any]:
         await runner.call(engine.allocate)
@@ -364,17 +370,7 @@ def test_a_client_that_hangs_up_frees_its_slot(server: Server) -> None:
 def test_a_full_cache_and_queue_refuse_more(served: ServedModel) -> None:
     """One slot, one place in the queue: a third generation is refused (the route makes that
     429 with Retry-After, as for every engine)."""
-    runner, metrics = Runner(), Metrics()
-    engine = ContinuousBatcher(
-        served,
-        runner,
-        metrics,
-        max_sequences=1,
-        max_context=1024,
-        kv_cache_bytes=1 << 28,
-        prefill_chunk=64,
-        max_queue=1,
-    )
+    runner, engine = one_slot(served, 1024)
     ids = served.tokenizer("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")["input_ids"]
     counting = Sampling(900, temperature=0.0, stop_ids=frozenset())
 
