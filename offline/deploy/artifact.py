@@ -175,13 +175,28 @@ def host_formats(card: dict[str, Any]) -> list[str]:
     )
 
 
+def pick_decoder(card: dict[str, Any], backend: str) -> dict[str, Any] | None:
+    """The card's decoder (a causal LM with its KV cache) for ``backend`` on this host."""
+    order = AUTO_ORDER if backend == "auto" else (backend,)
+    here = [a for a in card["artifacts"] if a["target"] == host_target() and a.get("decoder")]
+    for fmt in order:
+        for art in here:
+            if art["format"] == fmt:
+                return dict(art)
+    return None
+
+
 def pick_artifact(card: dict[str, Any], backend: str, directory: Path) -> dict[str, Any] | None:
-    """The card's artifact for ``backend`` on this host (None for eager)."""
+    """The card's artifact for ``backend`` on this host (None for eager); for a causal LM its
+    decoder when it has one."""
     if backend not in ("auto", *BACKENDS):
         raise ConfigError(f"unknown --backend {backend}", fix=f"use {', '.join(BACKENDS)}")
     if backend == "eager":
         return None
-    here = [a for a in card["artifacts"] if a["target"] == host_target()]
+    found_decoder = pick_decoder(card, backend) if card["kind"] == "causal-lm" else None
+    if found_decoder is not None:
+        return found_decoder
+    here = [a for a in card["artifacts"] if a["target"] == host_target() and not a.get("decoder")]
     order = AUTO_ORDER if backend == "auto" else (backend,)
     for fmt in order:
         for art in here:
@@ -230,6 +245,7 @@ class Opened:
     forward: Callable[[Any], Any]  # (n, seq_len) int64 numpy -> float32 numpy logits
     lm: Any = None  # eager causal LM: the transformers model, for generation with a KV cache
     device: str = "cpu"
+    decoder: Any = None  # a decoder artifact (offline.deploy.decoder.Runner), same purpose
 
     @property
     def kind(self) -> str:
@@ -287,6 +303,11 @@ def open_export(directory: Path, backend: str = "auto", device: str = "cpu") -> 
     if art is None:
         lm, forward = _eager(card, directory, device)
         return Opened(directory, card, "eager", digest, tok, forward, lm, device)
+    if art.get("decoder"):
+        from offline.deploy import decoder
+
+        runner = decoder.load(directory / art["path"], art["format"], art["decoder"])
+        return Opened(directory, card, art["format"], digest, tok, _no_window, decoder=runner)
     return Opened(
         directory, card, art["format"], digest, tok, _artifact(directory / art["path"], art)
     )
@@ -321,6 +342,35 @@ def _eager(card: dict[str, Any], directory: Path, device: str) -> tuple[Any, Cal
         return out.float().cpu().numpy()
 
     return (inner if card["kind"] == "causal-lm" else None), forward
+
+
+def _no_window(ids: Any) -> Any:
+    raise ConfigError(
+        "a decoder artifact generates with its KV cache; it has no fixed-length forward",
+        fix="use the generation routes, or serve a window artifact with --backend",
+    )
+
+
+class TvmDecoder:
+    """The ``prefill`` and ``decode`` entries of a TVM decoder library (see
+    ``offline.deploy.decoder``) on DLPack arrays, numpy or torch: the caller's cache goes in
+    without a copy, the outputs come back as TVM tensors for its ``from_dlpack``. One row per
+    call; ``prefill`` takes exactly ``chunk`` tokens (left padded), ``decode`` one."""
+
+    def __init__(self, path: Path, chunk: int) -> None:
+        import tvm
+        from tvm import relax
+
+        self._tensor = tvm.runtime.from_dlpack
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+        self.chunk = chunk
+
+    def __call__(self, ids: Any, start: Any, pads: Any, past: list[Any]) -> list[Any]:
+        entry = "decode" if ids.shape[1] == 1 else "prefill"
+        if entry == "prefill" and ids.shape[1] != self.chunk:
+            raise ValueError(f"prefill takes {self.chunk} tokens, not {ids.shape[1]}")
+        out = self.vm[entry](*[self._tensor(x) for x in (ids, start, pads, *past)])
+        return list(out)
 
 
 def _artifact(path: Path, art: dict[str, Any]) -> Callable[[Any], Any]:

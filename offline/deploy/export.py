@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offline.deploy import artifact
+from offline.deploy import artifact, decoder
 from offline.errors import ConfigError, GateError, NotFoundError, ToolError
 from offline.redact import redact
 
 FORMATS = ("torchscript", "pt2", "tvm")
 TARGETS = ("x86_64", "aarch64")
 QUANTIZE = ("none", "int8")
+DECODER_FORMATS = ("pt2", "tvm")  # a causal LM also gets a decoder with a KV cache in these
 # TVM targets: a dict, since TVM rejects -mtriple in target strings
 TVM_TARGETS: dict[str, dict[str, str]] = {
     "x86_64": {"kind": "llvm"},
@@ -73,6 +74,8 @@ class Artifact:
     parity: dict[str, float] = field(default_factory=dict)
     gate: str = "not run"
     failed: list[str] = field(default_factory=list)
+    # a decoder (offline.deploy.decoder): cache columns, prefill chunk, per-layer cache shapes
+    decoder: dict[str, Any] = field(default_factory=dict)
 
 
 CONTEXT_CAP = 32768  # a longer limit needs --max-context: one sequence's KV cache grows with it
@@ -285,11 +288,25 @@ PARITY_SAMPLE = "parity_sample.npz"
 PARITY_ROWS = 8
 
 
-def write_parity_sample(path: Path, reference: Any, sample: Sample, kind: str) -> None:
+def write_parity_sample(
+    path: Path,
+    reference: Any,
+    sample: Sample,
+    kind: str,
+    generated: tuple[list[list[int]], list[list[int]]] | None = None,
+) -> None:
     """A few held-out rows with the eager fp32 model's answers, for ``run_edge.py --self-test``
     on the device: the ids, their lengths, the top-1 at every position (a classifier: per row)
-    and the logits the answer is read from (an LM: at the last real token)."""
+    and the logits the answer is read from (an LM: at the last real token); with a decoder,
+    prompts (padded with -1) and the eager model's greedy continuation of each."""
     import numpy as np
+
+    extra = {}
+    if generated is not None:
+        prompts, continuations = generated
+        width = max(len(p) for p in prompts)
+        extra["gen_prompts"] = np.array([p + [-1] * (width - len(p)) for p in prompts])
+        extra["gen_tokens"] = np.array(continuations, dtype=np.int64)
 
     rows = min(PARITY_ROWS, len(sample.lengths))
     ids = sample.input_ids[:rows].numpy()
@@ -299,13 +316,20 @@ def write_parity_sample(path: Path, reference: Any, sample: Sample, kind: str) -
         answer = ref
     else:
         answer = ref[np.arange(rows), np.maximum(lengths - 1, 0)]
-    np.savez_compressed(path, ids=ids, lengths=lengths, top1=ref.argmax(-1), logits=answer)
+    np.savez_compressed(path, ids=ids, lengths=lengths, top1=ref.argmax(-1), logits=answer, **extra)
 
 
 def judge(found: dict[str, float], gate: Gate) -> list[str]:
     """The gate's failed figures, each with its value and limit."""
     failed = []
     floor = gate.min_top1_agreement
+    if "generated_top1_agreement" in found:  # a decoder, on the eager model's generations
+        wanted = 0.9 if floor is None else floor
+        if found["generated_top1_agreement"] < wanted:
+            failed.append(
+                f"generated top-1 agreement {found['generated_top1_agreement']:.2%} < {wanted:.0%}"
+            )
+        return failed
     if floor is None and "accuracy" not in found:
         floor = 0.9
     if floor is not None and found["top1_agreement"] < floor:
@@ -457,9 +481,24 @@ def export_tvm(
     """A Relax VM library, scheduled for the CPU (``offline.deploy.tvm_build``). With int8
     the large weights are stored as int8: on x86 with AVX-512 VNNI the matmuls run in int8
     arithmetic, elsewhere the weights are decoded inside the kernels that read them."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    # TVM's importer needs static shapes: the library takes one sequence per call
+    program = _tvm_friendly(_export_program(loaded.model, example[:1], dynamic_batch=False))
+    try:
+        mod = from_exported_program(program)
+    except (AssertionError, NotImplementedError, ValueError) as exc:
+        raise ConfigError(
+            f"TVM cannot import this model: {exc}",
+            fix="export --format pt2 or torchscript instead",
+        ) from None
+    return build_tvm(mod, quantize, target, out / f"model-{quantize}-{target}.so", cpu)
+
+
+def build_tvm(mod: Any, quantize: str, target: str, path: Path, cpu: str | None) -> Path:
+    """Compile a Relax module for ``target``/``cpu`` with the CPU schedules into ``path``."""
     import tvm
     from tvm import relax
-    from tvm.relax.frontend.torch import from_exported_program
 
     from offline.deploy import tvm_build
 
@@ -481,18 +520,8 @@ def export_tvm(
             raise ToolError(
                 f"cross compiling for {target} needs {cc}", fix=f"apt-get install {package}"
             )
-    # TVM's importer needs static shapes: the library takes one sequence per call
-    program = _tvm_friendly(_export_program(loaded.model, example[:1], dynamic_batch=False))
-    try:
-        mod = from_exported_program(program)
-    except (AssertionError, NotImplementedError, ValueError) as exc:
-        raise ConfigError(
-            f"TVM cannot import this model: {exc}",
-            fix="export --format pt2 or torchscript instead",
-        ) from None
     pipeline = tvm_build.pipeline(spec, int8=quantize == "int8")
     executable = relax.build(mod, target=spec, relax_pipeline=pipeline)
-    path = out / f"model-{quantize}-{target}.so"
     # stripped: symbols and debug info are a third of a small model's library
     if cc is None:
         executable.export_library(str(path), options=["-s"])
@@ -580,6 +609,9 @@ def export(
     tmp.mkdir(parents=True)
     artifacts = []
     vocab = len(loaded.tokenizer)
+    generation = _generation(loaded, model_dir, max_context)
+    decoders = loaded.kind == "causal-lm" and any(f in DECODER_FORMATS for f in formats)
+    generated = decoder.generated_sample(loaded, held_out) if decoders else None
     eager = Artifact("eager", "none", "x86_64", "", 0)
     for batch in (1, 8):
         eager.latency_ms.update(latency(loaded.model, seq_len, vocab, batch, latency_runs))
@@ -606,6 +638,14 @@ def export(
         else:
             art.gate = f"not run here ({target} artifact): run_edge.py --self-test on the device"
         artifacts.append(art)
+        if decoders and fmt in DECODER_FORMATS:
+            assert generated is not None
+            columns = int(generation["max_context"]) + 1
+            artifacts.append(
+                _decoder(
+                    loaded, fmt, quantize, target, tmp, cpu, columns, generated, gate, latency_runs
+                )
+            )
     loaded.tokenizer.save_pretrained(tmp / "tokenizer")
     inner_config = loaded.model.inner.config
     card = {
@@ -619,7 +659,7 @@ def export(
         "pad_token_id": loaded.tokenizer.pad_token_id,
         "source_sha256": loaded.source_digest,
         "seq_len": seq_len,
-        **_generation(loaded, model_dir, max_context),
+        **generation,
         "sample": str(sample) if sample else "random token ids",
         "sample_rows": len(held_out.lengths),
         "gate": asdict(gate),
@@ -638,7 +678,7 @@ def export(
             fix="export without --quantize int8, or loosen --max-accuracy-drop/--min-agreement",
         )
     if "tvm" in formats:
-        write_parity_sample(tmp / PARITY_SAMPLE, reference, held_out, loaded.kind)
+        write_parity_sample(tmp / PARITY_SAMPLE, reference, held_out, loaded.kind, generated)
     if formats:
         package(tmp, f"edge-{model_dir.resolve().name}-{target}.tar", target)
     else:  # eager only: what `offline serve --backend eager` verifies
@@ -647,6 +687,35 @@ def export(
         shutil.rmtree(out)
     tmp.rename(out)
     return artifacts
+
+
+def _decoder(
+    loaded: Loaded,
+    fmt: str,
+    quantize: str,
+    target: str,
+    out: Path,
+    cpu: str | None,
+    columns: int,
+    generated: tuple[list[list[int]], list[list[int]]],
+    gate: Gate,
+    latency_runs: int,
+) -> Artifact:
+    """The decoder artifact of ``fmt``, gated on the eager model's greedy generations."""
+    with experts_implementation(loaded.model, "batched_mm"):
+        path, info = decoder.export(loaded, fmt, quantize, target, out, cpu, columns)
+    art = Artifact(fmt, quantize, target, path.name, path.stat().st_size, decoder=info)
+    if fmt == "tvm":
+        art.cpu = tvm_target(target, cpu).get("mcpu", "generic")
+    if target != "x86_64":
+        art.gate = f"not run here ({target} artifact): run_edge.py --self-test on the device"
+        return art
+    runner = decoder.load(path, fmt, info)
+    art.parity = decoder.generated_parity(runner, *generated)
+    art.failed = judge(art.parity, gate)
+    art.gate = "fail" if art.failed else "pass"
+    art.latency_ms = decoder.decode_latency(runner, min(64, columns - 1), latency_runs)
+    return art
 
 
 def shipped_dir(name: str) -> Path:
@@ -716,7 +785,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| eager | none | x86_64 | | {eager['b1_p50']} | {eager['b1_p99']} |"
         f" {eager['b8_p50']} | {eager['b8_p99']} | | | | |",
     ]
+    decoders = [a for a in card["artifacts"] if a.get("decoder")]
     for a in card["artifacts"]:
+        if a.get("decoder"):
+            continue
         lat, par = a["latency_ms"], a["parity"]
         acc = par.get("accuracy")
         lines.append(
@@ -727,6 +799,27 @@ def card_markdown(card: dict[str, Any]) -> str:
             f" {'' if not par else format(par['max_abs_diff'], '.4g')} |"
             f" {'' if not par else format(par['top1_agreement'], '.2%')} |"
             f" {'' if acc is None else f'{acc:.2%}'} |"
+            f" {a['gate']}{': ' + '; '.join(a['failed']) if a['failed'] else ''} |"
+        )
+    if decoders:
+        lines += [
+            "",
+            "Decoders (KV cache of `columns` positions; judged on the eager model's greedy"
+            " generations of held-out prompts):",
+            "",
+            "| format | quantize | target | MB | columns | prefill chunk | decode p50 ms |"
+            " generated top-1 agree | exact prefix | gate |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for a in decoders:
+        par, info = a["parity"], a["decoder"]
+        decode = next(iter(a["latency_ms"].values()), "")
+        lines.append(
+            f"| {a['format']} | {a['quantize']} | {a['target']}"
+            f"{' (' + a['cpu'] + ')' if a.get('cpu') else ''} | {a['bytes'] / 1e6:.2f} |"
+            f" {info['columns']} | {info['chunk']} | {decode} |"
+            f" {'' if not par else format(par['generated_top1_agreement'], '.2%')} |"
+            f" {'' if not par else format(par['generated_exact_prefix'], '.2%')} |"
             f" {a['gate']}{': ' + '; '.join(a['failed']) if a['failed'] else ''} |"
         )
     return "\n".join(lines) + "\n"
