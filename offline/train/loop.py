@@ -189,6 +189,18 @@ def _prepare_environment() -> str:
     return os.environ["DS_ACCELERATOR"]
 
 
+def _release_shared_memory_at_exit(rank: int) -> None:
+    """DeepSpeed's CPU all-reduce keeps its workspace (67 MB a rank) in a shared-memory file it
+    never removes: left behind, every training run would hold that much RAM until a reboot.
+    Each rank removes its own when the process ends (the others have mapped it by then)."""
+    import atexit
+
+    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank
+    )
+    atexit.register(Path("/dev/shm", name).unlink, missing_ok=True)
+
+
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -401,6 +413,7 @@ class Trainer:
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self._load_data()  # bad data fails here, before any process group or model exists
+        _release_shared_memory_at_exit(self.rank)
         deepspeed.init_distributed(
             dist_backend="gloo" if self.accelerator == "cpu" else None,
             init_method=self._file_store() if self.alone else None,

@@ -496,6 +496,10 @@ def test_a_4bit_base_without_cuda_is_refused_before_any_work(train_ws: Path) -> 
 def test_two_ranks_through_the_deepspeed_launcher(train_ws: Path) -> None:
     config = write_config(train_ws, "ranks", max_steps=4, micro_batch_size=2)
     deepspeed = Path(sys.executable).with_name("deepspeed")
+    # DeepSpeed's CPU all-reduce workspace of each rank, a file in RAM it never removes
+    workspaces = f"deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_29731_*"
+    for stale in Path("/dev/shm").glob(workspaces):
+        stale.unlink()
     proc = subprocess.run(
         [
             str(deepspeed),
@@ -523,6 +527,7 @@ def test_two_ranks_through_the_deepspeed_launcher(train_ws: Path) -> None:
     assert (train_ws / "out/ranks/model/model.safetensors").is_file()
     states = list((train_ws / "out/ranks/checkpoints").glob("*/full/step-00000004/rng/*.pt"))
     assert sorted(p.name for p in states) == ["rank-0.pt", "rank-1.pt"]
+    assert not list(Path("/dev/shm").glob(workspaces)), "training left its RAM behind"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root (CI is root)")
