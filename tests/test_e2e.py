@@ -63,4 +63,12 @@ def test_the_demo_flow_runs_air_gapped(tmp_path: Path) -> None:
         assert all(a["gate"] == "pass" for a in card["artifacts"])
         evaluated = json.loads((ws / f"metrics/eval_{model}.json").read_text())
         assert evaluated["deployed"] == "tvm" and evaluated["rows"] > 0
+    # the SFT model's decoders (KV cache): pt2 and TVM on the host, TVM for aarch64
+    for export_dir, formats in (("trained-int8", {"pt2", "tvm"}), ("trained-aarch64", {"tvm"})):
+        card = json.loads((ws / f"models/export/{export_dir}/export_card.json").read_text())
+        decoders = [a for a in card["artifacts"] if a.get("decoder")]
+        assert {a["format"] for a in decoders} == formats
+        assert all(a["decoder"]["columns"] == card["max_context"] + 1 for a in decoders)
+        if export_dir == "trained-int8":
+            assert all(a["gate"] == "pass" for a in decoders)
     assert (ws / "data/labeled").is_dir()

@@ -68,7 +68,7 @@ def _slot(model: ServedModel, settings: ServeSettings, runner: Runner, metrics: 
             max_queue=settings.max_queue,
         )
         return Slot(model, batcher=batcher)
-    if model.lm is not None:
+    if model.lm is not None or model.decoder is not None:
         context = settings.max_context or model.max_context
         if context > model.max_context:
             from offline.errors import ConfigError
@@ -103,7 +103,7 @@ def _slot(model: ServedModel, settings: ServeSettings, runner: Runner, metrics: 
 async def _warm_up(svc: Service) -> None:
     for slot in svc.slots:
         model = slot.model
-        for rows in (1, min(2, svc.settings.max_batch)):
+        for rows in (1, min(2, svc.settings.max_batch)) if model.decoder is None else ():
             await svc.runner.call(model.forward, model.pad([[model.pad_id]] * rows))
         log.info("ready: %s (%s backend, %s)", model.version, model.backend, model.kind)
 

@@ -144,6 +144,7 @@ class ContinuousBatcher:
     ) -> None:
         self.model, self.runner, self.metrics = model, runner, metrics
         self.lm = model.lm
+        self.decoder = model.decoder  # a decoder artifact, in place of the eager model
         self.max_context = max_context
         self.prefill_chunk = prefill_chunk
         self.max_queue = max_queue
@@ -162,19 +163,21 @@ class ContinuousBatcher:
             ConfigError: the memory allowed for the cache cannot hold one sequence.
         """
         import torch
-        from transformers import DynamicCache
 
-        device = next(self.lm.parameters()).device
-        probe = DynamicCache(config=self.lm.config)
-        with torch.inference_mode():
-            self.lm(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device), cache=probe)
-        shapes = []
-        layer: Any
-        for layer in probe.layers:
-            k, v = layer.keys, layer.values
-            shapes.append(((k.shape[1], k.shape[3], k.dtype), (v.shape[1], v.shape[3], v.dtype)))
+        columns = self.max_context
+        if self.decoder is not None:  # its card says what one token of its cache holds
+            device = torch.device("cpu")
+            shapes = [
+                ((kh, kd, torch.float32), (vh, vd, torch.float32))
+                for kh, kd, vh, vd in self.decoder.shapes
+            ]
+            if not self.decoder.batched:  # a TVM library takes exactly its own cache width
+                columns = self.decoder.columns - 1
+        else:
+            device = next(self.lm.parameters()).device
+            shapes = self._probe(device)
         per_token = SlotCache.bytes_per_token(shapes)
-        per_sequence = per_token * (self.max_context + 1)
+        per_sequence = per_token * (columns + 1)
         fits = self.kv_cache_bytes // per_sequence
         if fits < 1:
             raise ConfigError(
@@ -191,7 +194,7 @@ class ContinuousBatcher:
                 self.max_context,
                 self.wanted_sequences,
             )
-        self.cache = SlotCache(shapes, slots, self.max_context, device)
+        self.cache = SlotCache(shapes, slots, columns, device)
         self.metrics.kv_slots.labels(self.model.version).set(slots)
         log.info(
             "KV cache: %d sequences x %d tokens, %.0f MiB",
@@ -199,6 +202,22 @@ class ContinuousBatcher:
             self.max_context,
             slots * per_sequence / 2**20,
         )
+
+    def _probe(self, device: Any) -> list[tuple[Any, Any]]:
+        """(heads, dim, dtype) of one token's keys and values, per layer, as the model
+        caches them."""
+        import torch
+        from transformers import DynamicCache
+
+        probe = DynamicCache(config=self.lm.config)
+        with torch.inference_mode():
+            self.lm(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device), cache=probe)
+        shapes = []
+        layer: Any
+        for layer in probe.layers:
+            k, v = layer.keys, layer.values
+            shapes.append(((k.shape[1], k.shape[3], k.dtype), (v.shape[1], v.shape[3], v.dtype)))
+        return shapes
 
     @property
     def slots(self) -> int:
@@ -316,6 +335,15 @@ class ContinuousBatcher:
         import torch
 
         assert self.cache is not None
+        if self.decoder is not None:
+            items = [(s.slot, start, s.prompt[start : start + count]) for s, start, count in rows]
+            logits = self._run_decoder(items)
+            self.metrics.prefill_tokens.labels(self.model.version).inc(sum(c for *_, c in rows))
+            for i, (seq, _start, count) in enumerate(rows):
+                seq.cached += count
+                if not seq.prefilling:
+                    events.append((seq, self._sample(seq, logits[i])))
+            return
         device = self.cache.keys[0].device
         width = max(count for _, _, count in rows)
         keys = max(start + count for _, start, count in rows)
@@ -345,6 +373,14 @@ class ContinuousBatcher:
         import torch
 
         assert self.cache is not None
+        if self.decoder is not None:
+            items = [(s.slot, s.cached, [s.next]) for s in deciding]
+            logits = self._run_decoder(items)
+            self.metrics.decode_batch.labels(self.model.version).observe(len(deciding))
+            for i, seq in enumerate(deciding):
+                seq.cached += 1
+                events.append((seq, self._sample(seq, logits[i])))
+            return
         n = max(s.slot for s in deciding) + 1
         device = self.cache.keys[0].device
         ids = torch.zeros(n, 1, dtype=torch.long)
@@ -368,6 +404,58 @@ class ContinuousBatcher:
         for seq in deciding:
             seq.cached += 1
             events.append((seq, self._sample(seq, logits[seq.slot])))
+
+    def _run_decoder(self, items: list[tuple[int, int, list[Any]]]) -> list[Any]:
+        """Read ``tokens`` into each ``(slot, start, tokens)`` with the decoder artifact and
+        return each row's last logits; the new keys and values go into the cache here."""
+        import torch
+
+        assert self.cache is not None and self.decoder is not None
+        dec = self.decoder
+        flat = [t for pair in zip(self.cache.keys, self.cache.values, strict=True) for t in pair]
+
+        def write(slot: int, start: int, new: list[Any], row: int, count: int) -> None:
+            width = new[0].shape[2]
+            for cache, fresh in zip(flat, new, strict=True):
+                cache[slot, :, start : start + count] = fresh[row, :, width - count :]
+
+        out = []
+        with torch.inference_mode():
+            if dec.batched:  # one call; rows at the front of the cache are read as views
+                width = max(len(tokens) for *_, tokens in items)
+                ids = torch.zeros(len(items), width, dtype=torch.long)
+                for i, (_, _, tokens) in enumerate(items):
+                    ids[i, width - len(tokens) :] = torch.tensor(tokens)
+                slots = [slot for slot, *_ in items]
+                starts = torch.tensor([start for _, start, _ in items])
+                pads = torch.tensor([width - len(tokens) for *_, tokens in items])
+                keys = max(int(starts.max()), 1)
+                if slots == list(range(len(slots))):
+                    past = [t[: len(slots), :, :keys] for t in flat]
+                else:
+                    index = torch.tensor(slots)
+                    past = [t[index, :, :keys] for t in flat]
+                logits, new = dec(ids, starts, pads, past)
+                for i, (slot, start, tokens) in enumerate(items):
+                    write(slot, start, new, i, len(tokens))
+                return [logits[i] for i in range(len(items))]
+            for slot, start, tokens in items:  # TVM: one row, prefill chunk by chunk
+                pos, rest = start, list(tokens)
+                while rest:
+                    count = min(dec.chunk, len(rest))
+                    width = 1 if count == 1 else dec.chunk
+                    ids = torch.zeros(1, width, dtype=torch.long)
+                    ids[0, width - count :] = torch.tensor(rest[:count])
+                    logits, new = dec(
+                        ids,
+                        torch.tensor([pos]),
+                        torch.tensor([width - count]),
+                        [t[slot : slot + 1] for t in flat],
+                    )
+                    write(slot, pos, new, 0, count)
+                    pos, rest = pos + count, rest[count:]
+                out.append(logits[0].clone())
+        return out
 
     def _forward(self, ids: Any, positions: Any, allowed: Any, plan: Plan) -> Any:
         """Logits of each row's last position; ``allowed`` is (rows, queries, keys)."""

@@ -36,6 +36,7 @@ class ServedModel:
     stop_ids: frozenset[int] = frozenset()
     defaults: dict[str, Any] = field(default_factory=dict)  # generation_config's sampling
     device: str = "cpu"
+    decoder: Any = None  # a decoder artifact: the same engine, over the artifact's KV cache
 
     def pad(self, rows: list[list[int]]) -> Any:
         import numpy as np
@@ -83,8 +84,13 @@ def load_model(
         forward=opened.forward,
         created=int((directory / artifact.MANIFEST).stat().st_mtime),
         lm=opened.lm,
-        # an artifact is a function of seq_len tokens; only the KV cache reaches further
-        max_context=artifact.max_context(card) if opened.lm is not None else int(card["seq_len"]),
+        decoder=opened.decoder,
+        # a window artifact is a function of seq_len tokens; only a KV cache reaches further
+        max_context=(
+            artifact.max_context(card)
+            if opened.lm is not None or opened.decoder is not None
+            else int(card["seq_len"])
+        ),
         stop_ids=frozenset(stop_ids),
         defaults=defaults,
         device=opened.device,

@@ -166,18 +166,21 @@ def test_the_gate_judges_accuracy_drop_and_agreement() -> None:
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_aarch64_library_runs_on_an_emulated_aarch64_device(ws: Path, quantize: str) -> None:
     out = ws / f"out/arm-{quantize}"
-    (art,) = ex.export(
+    art, dec = ex.export(
         ws / "models/lm",
         out,
         formats=["tvm"],
         target="aarch64",
         quantize=quantize,
         seq_len=16,
+        max_context=128,
         sample=ws / "data/split/conversations/test.parquet",
     )
-    assert art.gate.startswith("not run here")
-    head = (out / art.path).read_bytes()[:20]
-    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+    assert art.gate.startswith("not run here") and dec.gate.startswith("not run here")
+    assert dec.decoder["columns"] == 129 and len(dec.decoder["cache"]) == 2  # two layers
+    for lib in (art, dec):
+        head = (out / lib.path).read_bytes()[:20]
+        assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # aarch64
     # the edge package, unpacked as on the device, run by the device's own Python and TVM
     # runtime (arm64 Debian, aarch64 wheels) under qemu-aarch64: its answers against the
     # export host's eager fp32 model on held-out rows
@@ -194,10 +197,50 @@ def test_aarch64_library_runs_on_an_emulated_aarch64_device(ws: Path, quantize: 
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
     report = json.loads(proc.stdout.splitlines()[-1])
     assert report["machine"] == "aarch64" and report["rows"] == 8
+    # the decoder too: the host's greedy generations, token by token from its KV cache
+    assert report["decoder"] == dec.path
     if quantize == "none":
         assert report["top1_agreement"] == 1.0 and report["max_abs_diff"] < 1e-3
+        assert report["generated_top1_agreement"] >= 0.98
     else:
         assert report["top1_agreement"] >= 0.95
+        assert report["generated_top1_agreement"] >= 0.9
+    if quantize == "none":
+        _chat_on_the_device_is_the_eager_models(ws, device)
+
+
+def _chat_on_the_device_is_the_eager_models(ws: Path, device: Path) -> None:
+    """Two turns of ``run_edge.py --chat`` under qemu-aarch64: each reply is what the eager
+    model makes of the conversation so far, rendered by transformers' own chat template."""
+    import torch
+
+    loaded = ex.load(ws / "models/lm")
+    turns = ["where is my parcel?", "and when will it come?"]
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts/edge-aarch64.sh"), "python3", "run_edge.py", "--chat",
+         "--max-tokens", "8"],
+        cwd=device, input="\n".join(turns) + "\n", capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(replies) == 2
+    messages: list[dict[str, str]] = []
+    stops = [loaded.tokenizer.eos_token_id]
+    for turn, reply in zip(turns, replies, strict=True):
+        messages.append({"role": "user", "content": turn})
+        ids = loaded.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=False
+        )
+        with torch.no_grad():
+            out = loaded.model.inner.generate(
+                torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=stops,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+            )[0, len(ids) :].tolist()  # fmt: skip
+        if out and out[-1] in stops:
+            out = out[:-1]
+        assert reply["prompt_tokens"] == len(ids)
+        assert reply["text"] == loaded.tokenizer.decode(out, skip_special_tokens=True)
+        messages.append({"role": "assistant", "content": reply["text"]})
 
 
 def test_bad_input_is_named(ws: Path, tmp_path: Path) -> None:
