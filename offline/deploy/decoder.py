@@ -37,7 +37,8 @@ class LentCache:
     the new tokens' keys and values together, and keeps the new ones to return."""
 
     def __init__(self, past: list[tuple[Any, Any]]) -> None:
-        self.past, self.new = past, []
+        self.past = past
+        self.new: list[tuple[Any, Any]] = []
 
     def update(self, keys: Any, values: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
         import torch
@@ -232,7 +233,7 @@ def load_tvm(path: Path, shapes: list[list[int]], columns: int, chunk: int) -> R
 
     def fn(ids: Any, start: Any, pads: Any, past: list[Any]) -> Any:
         out = lib(ids.contiguous(), start, pads, past)
-        return [torch.from_dlpack(o) for o in out]
+        return [torch.utils.dlpack.from_dlpack(o) for o in out]
 
     return Runner(fn, shapes, columns, chunk, False, "tvm")
 

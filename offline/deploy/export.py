@@ -301,7 +301,7 @@ def write_parity_sample(
     prompts (padded with -1) and the eager model's greedy continuation of each."""
     import numpy as np
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if generated is not None:
         prompts, continuations = generated
         width = max(len(p) for p in prompts)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,20 @@ def test_the_lm_exports_to_every_format_and_each_artifact_matches_eager(ws: Path
         sample_rows=16,
         latency_runs=3,
     )
-    assert [a.format for a in arts] == ["torchscript", "pt2", "tvm"]
-    for art in arts:
+    windows = [a for a in arts if not a.decoder]
+    assert [a.format for a in windows] == ["torchscript", "pt2", "tvm"]
+    for art in windows:
         assert art.gate == "pass" and (out / art.path).is_file()
         assert art.parity["top1_agreement"] >= 0.99 and art.parity["max_abs_diff"] < 1e-3
         assert {"b1_p50", "b1_p99", "b8_p50", "b8_p99"} <= set(art.latency_ms)
+    # pt2 and TVM also hold a decoder with a KV cache, gated on generated tokens
+    decoders = [a for a in arts if a.decoder]
+    assert [(a.format, a.path) for a in decoders] == [
+        ("pt2", "decoder-none.pt2"),
+        ("tvm", "decoder-none-x86_64.so"),
+    ]
+    for art in decoders:
+        assert art.gate == "pass" and art.parity["generated_top1_agreement"] == 1.0
     c = card(out)
     assert c["kind"] == "causal-lm" and len(c["source_sha256"]) == 64
     # TVM compiles for this host's CPU unless --cpu says otherwise, and the card says which
@@ -98,6 +108,46 @@ def test_the_lm_exports_to_every_format_and_each_artifact_matches_eager(ws: Path
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "next_token" in json.loads(proc.stdout)[0]
+    _the_device_serves_chat_completions_behind_a_key(device)
+
+
+def _the_device_serves_chat_completions_behind_a_key(device: Path) -> None:
+    import httpx
+
+    from tests.serve.conftest import free_port
+
+    (device / "key").write_text("s3cret\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "run_edge.py", "--serve", str(port), "--api-key-file", "key"],
+        cwd=device, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = {"messages": [{"role": "user", "content": "where is my parcel?"}], "max_tokens": 5}
+    key = {"Authorization": "Bearer s3cret"}
+    try:
+        for _ in range(300):
+            try:
+                httpx.post(url, json=body, timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()[1][-2000:]
+                time.sleep(0.2)
+        assert httpx.post(url, json=body, timeout=60).status_code == 401
+        wrong = {"Authorization": "Bearer s3cre"}
+        assert httpx.post(url, json=body, headers=wrong, timeout=60).status_code == 401
+        r = httpx.post(url, json=body, headers=key, timeout=60)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["object"] == "chat.completion"
+        assert answer["usage"]["completion_tokens"] <= 5
+        assert answer["choices"][0]["finish_reason"] in ("stop", "length")
+        for bad in ({"messages": []}, {**body, "stream": True}, {**body, "max_tokens": 0}, []):
+            r = httpx.post(url, json=bad, headers=key, timeout=60)
+            assert r.status_code == 400 and r.json()["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def test_int8_artifacts_are_smaller_and_keep_accuracy(ws: Path) -> None:
@@ -114,6 +164,11 @@ def test_int8_artifacts_are_smaller_and_keep_accuracy(ws: Path) -> None:
                 latency_runs=2,
             )
             for art in arts:
+                if art.decoder:  # judged on the eager model's generations
+                    assert art.gate == "pass"
+                    assert art.parity["generated_top1_agreement"] >= 0.9
+                    sizes[model, f"{art.format} decoder", quantize] = art.bytes
+                    continue
                 assert art.gate == "pass" and "accuracy" in art.parity
                 assert art.parity["accuracy_eager"] - art.parity["accuracy"] <= 0.01
                 sizes[model, art.format, quantize] = art.bytes
@@ -126,6 +181,10 @@ def test_int8_artifacts_are_smaller_and_keep_accuracy(ws: Path) -> None:
         # TVM keeps its weights as int8 in the library and decodes them in the kernels
         assert sizes[model, "tvm", "int8"] < 0.45 * sizes[model, "tvm", "none"]
     assert sizes["lm", "pt2", "int8"] < sizes["lm", "pt2", "none"]
+    # the LM's decoders too; a classifier has none
+    assert sizes["lm", "tvm decoder", "int8"] < 0.45 * sizes["lm", "tvm decoder", "none"]
+    assert sizes["lm", "pt2 decoder", "int8"] < sizes["lm", "pt2 decoder", "none"]
+    assert ("cls", "tvm decoder", "none") not in sizes
 
 
 def test_the_gate_rejects_a_damaged_artifact(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
