@@ -807,6 +807,8 @@ def card_markdown(card: dict[str, Any]) -> str:
             "Decoders (KV cache of `columns` positions; judged on the eager model's greedy"
             " generations of held-out prompts):",
             "",
+            "TorchScript holds no decoder: for a causal LM it stays a fixed-length function.",
+            "",
             "| format | quantize | target | MB | columns | prefill chunk | decode p50 ms |"
             " generated top-1 agree | exact prefix | gate |",
             "|---|---|---|---|---|---|---|---|---|---|",
