@@ -186,14 +186,18 @@ def pick_decoder(card: dict[str, Any], backend: str) -> dict[str, Any] | None:
     return None
 
 
-def pick_artifact(card: dict[str, Any], backend: str, directory: Path) -> dict[str, Any] | None:
-    """The card's artifact for ``backend`` on this host (None for eager); for a causal LM its
-    decoder when it has one."""
+def pick_artifact(
+    card: dict[str, Any], backend: str, directory: Path, generate: bool = False
+) -> dict[str, Any] | None:
+    """The card's artifact for ``backend`` on this host (None for eager); with ``generate``,
+    a causal LM's decoder when it has one."""
     if backend not in ("auto", *BACKENDS):
         raise ConfigError(f"unknown --backend {backend}", fix=f"use {', '.join(BACKENDS)}")
     if backend == "eager":
         return None
-    found_decoder = pick_decoder(card, backend) if card["kind"] == "causal-lm" else None
+    found_decoder = (
+        pick_decoder(card, backend) if generate and card["kind"] == "causal-lm" else None
+    )
     if found_decoder is not None:
         return found_decoder
     here = [a for a in card["artifacts"] if a["target"] == host_target() and not a.get("decoder")]
@@ -278,8 +282,12 @@ class Opened:
         return ids
 
 
-def open_export(directory: Path, backend: str = "auto", device: str = "cpu") -> Opened:
-    """Verify ``directory`` against its manifest and load it with ``backend``.
+def open_export(
+    directory: Path, backend: str = "auto", device: str = "cpu", generate: bool = False
+) -> Opened:
+    """Verify ``directory`` against its manifest and load it with ``backend``; ``generate``
+    (the server) loads a causal LM's decoder where the export has one, else the fixed-length
+    artifact (what evaluation scores).
 
     ``device`` "cuda" loads the eager backend on the GPU in bf16 (artifacts run on the CPU).
 
@@ -289,7 +297,7 @@ def open_export(directory: Path, backend: str = "auto", device: str = "cpu") -> 
         IntegrityError: a file differs from the manifest (the server must not start).
     """
     card = read_card(directory)
-    art = pick_artifact(card, backend, directory)
+    art = pick_artifact(card, backend, directory, generate)
     tokenizer_files = [
         p.relative_to(directory).as_posix()
         for p in sorted((directory / TOKENIZER).glob("*"))

@@ -320,8 +320,11 @@ def load(path: Path, fmt: str, info: dict[str, Any]) -> Runner:
 
 
 def generated_sample(loaded: Any, sample: Any) -> tuple[list[list[int]], list[list[int]]]:
-    """Prompts from the held-out rows and the eager fp32 model's greedy continuation of each."""
+    """Prompts from the held-out rows and the eager fp32 model's greedy continuation of each:
+    the plain argmax of its logits, through an end of sequence too (no generation_config
+    rule such as a repetition penalty or a minimum length changes what the gate compares)."""
     import torch
+    from transformers import DynamicCache
 
     lm = loaded.model.inner
     prompts, continuations = [], []
@@ -329,17 +332,15 @@ def generated_sample(loaded: Any, sample: Any) -> tuple[list[list[int]], list[li
         sample.input_ids[:GEN_PROMPTS], sample.lengths[:GEN_PROMPTS], strict=True
     ):
         prompt = row[: max(2, min(int(length), GEN_PROMPT_TOKENS))].tolist()
+        cache = DynamicCache(config=lm.config)
+        ids, chosen = torch.tensor([prompt]), []
         with torch.no_grad():
-            out = lm.generate(
-                torch.tensor([prompt]),
-                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=GEN_TOKENS,
-                min_new_tokens=GEN_TOKENS,
-                do_sample=False,
-                pad_token_id=loaded.tokenizer.pad_token_id,
-            )
+            for _ in range(GEN_TOKENS):
+                logits = lm(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+                chosen.append(int(logits[0, -1].argmax()))
+                ids = torch.tensor([[chosen[-1]]])
         prompts.append(prompt)
-        continuations.append(out[0, len(prompt) :].tolist())
+        continuations.append(chosen)
     return prompts, continuations
 
 

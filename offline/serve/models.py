@@ -63,7 +63,7 @@ def load_model(
         card = artifact.read_card(directory)
         if card["kind"] == "causal-lm" and artifact.source_dir(card, directory) is not None:
             backend = "eager"
-    opened = artifact.open_export(directory, backend, device)
+    opened = artifact.open_export(directory, backend, device, generate=True)
     card, tok = opened.card, opened.tokenizer
     model_id = name or directory.resolve().name
     defaults = artifact.generation_defaults(card)
