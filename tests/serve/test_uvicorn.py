@@ -139,7 +139,7 @@ def test_a_full_queue_answers_busy_with_retry_after(
 
     async def burst(url: str, path: str, body: dict[str, object]) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            return await asyncio.gather(*(c.post(path, json=body) for _ in range(24)))
+            return await asyncio.gather(*(c.post(path, json=body) for _ in range(64)))
 
     for model, path, body, busy in (
         (exports.cls, "/predict", {"texts": ["where is my parcel"] * 8}, 503),
