@@ -189,16 +189,20 @@ def _prepare_environment() -> str:
     return os.environ["DS_ACCELERATOR"]
 
 
-def _release_shared_memory_at_exit(rank: int) -> None:
+def _release_shared_memory(rank: int, world: int) -> None:
     """DeepSpeed's CPU all-reduce keeps its workspace (67 MB a rank) in a shared-memory file it
-    never removes: left behind, every training run would hold that much RAM until a reboot.
-    Each rank removes its own when the process ends (the others have mapped it by then)."""
-    import atexit
+    never removes: left behind, every training run, even one killed, would hold that much RAM
+    until a reboot. Once every rank has mapped every other rank's file (they do in
+    ``init_distributed``; the barrier says all have returned from it), the names are no longer
+    needed and each rank removes its own: the mappings stay valid until the process ends."""
+    import torch.distributed as dist
 
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
     name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
         os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank
     )
-    atexit.register(Path("/dev/shm", name).unlink, missing_ok=True)
+    Path("/dev/shm", name).unlink(missing_ok=True)
 
 
 def _file_digest(path: Path) -> str:
@@ -413,13 +417,13 @@ class Trainer:
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self._load_data()  # bad data fails here, before any process group or model exists
-        _release_shared_memory_at_exit(self.rank)
         deepspeed.init_distributed(
             dist_backend="gloo" if self.accelerator == "cpu" else None,
             init_method=self._file_store() if self.alone else None,
             rank=self.rank if self.alone else -1,
             world_size=self.world if self.alone else -1,
         )
+        _release_shared_memory(self.rank, self.world)
         transformers.set_seed(cfg.seed)
         self.model = self._load_model(model_dir)
         # ds_numel: a parameter ZeRO-3 built partitioned holds no elements here

@@ -116,6 +116,8 @@ def test_kill_9_then_resume_auto_matches_the_uninterrupted_run(
 ) -> None:
     config = write_config(train_ws, "killed")
     logs = train_ws / "out/killed/logs/train.jsonl"
+    workspaces = f"deepspeed_allreduce_buffer_{os.getuid()}_*"
+    before = set(Path("/dev/shm").glob(workspaces))
     proc = subprocess.Popen(
         [sys.executable, "-m", "offline", "train", "--config", str(config)],
         env=train_env(),
@@ -137,6 +139,8 @@ def test_kill_9_then_resume_auto_matches_the_uninterrupted_run(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (train_ws / "out/killed/model").exists()
+    # nor does a killed run leave its all-reduce workspace in RAM
+    assert set(Path("/dev/shm").glob(workspaces)) <= before
     # The kill lands somewhere after step 13: before, during or after the step-18 checkpoint.
     # Whatever it hit, resume must take the newest full checkpoint that verifies on disk.
     full = Channel(next((train_ws / "out/killed/checkpoints").glob("*/full")), keep=3)
