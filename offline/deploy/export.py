@@ -70,6 +70,7 @@ class Artifact:
     path: str
     bytes: int
     cpu: str = ""  # TVM: the LLVM CPU the library is compiled for
+    arithmetic: str = ""  # how its matmuls multiply (int8: which instruction path)
     latency_ms: dict[str, float] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
     gate: str = "not run"
@@ -462,6 +463,24 @@ def _tvm_friendly(program: Any) -> Any:
     return program
 
 
+def arithmetic(fmt: str, quantize: str, target: str, cpu: str | None) -> str:
+    """How an artifact's matmuls multiply: fp32, or for int8 the instruction path it uses."""
+    if quantize == "none":
+        return "fp32"
+    if fmt == "torchscript":
+        return "int8 x int8 (torch.ao dynamic quantized Linear)"
+    if fmt == "pt2":
+        return "torchao int8 dynamic quantization (its CPU graph multiplies in fp32)"
+    import tvm
+
+    from offline.deploy import tvm_build
+
+    isa = tvm_build.int8_isa(tvm.target.Target(tvm_target(target, cpu)))
+    if isa is None:
+        return "int8 weights decoded to fp32 in the kernel (no int8 dot product on this CPU)"
+    return f"int8 x int8 -> int32: {isa.instruction}"
+
+
 def tvm_target(target: str, cpu: str | None = None) -> dict[str, str]:
     """TVM's target for ``--target``/``--cpu``: the host's own CPU by default on x86_64 (the
     schedules are vectorised to its width), plain ARMv8-A with NEON on aarch64."""
@@ -627,6 +646,7 @@ def export(
                 path = export_tvm(loaded, example, quantize, target, tmp, cpu)
                 runner = load_tvm(path) if target == "x86_64" else None
         art = Artifact(fmt, quantize, target, path.name, path.stat().st_size)
+        art.arithmetic = arithmetic(fmt, quantize, target, cpu)
         if fmt == "tvm":
             art.cpu = tvm_target(target, cpu).get("mcpu", "generic")
         if runner is not None:
@@ -705,6 +725,7 @@ def _decoder(
     with experts_implementation(loaded.model, "batched_mm"):
         path, info = decoder.export(loaded, fmt, quantize, target, out, cpu, columns)
     art = Artifact(fmt, quantize, target, path.name, path.stat().st_size, decoder=info)
+    art.arithmetic = arithmetic(fmt, quantize, target, cpu)
     if fmt == "tvm":
         art.cpu = tvm_target(target, cpu).get("mcpu", "generic")
     if target != "x86_64":
@@ -716,6 +737,14 @@ def _decoder(
     art.gate = "fail" if art.failed else "pass"
     art.latency_ms = decoder.decode_latency(runner, min(64, columns - 1), latency_runs)
     return art
+
+
+def _where(a: dict[str, Any]) -> str:
+    """The card's target cell: the CPU it is compiled for and its int8 arithmetic."""
+    notes = [a["cpu"]] if a.get("cpu") else []
+    if a.get("quantize") != "none" and a.get("arithmetic"):
+        notes.append(a["arithmetic"])
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def shipped_dir(name: str) -> Path:
@@ -793,7 +822,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         acc = par.get("accuracy")
         lines.append(
             f"| {a['format']} | {a['quantize']} | {a['target']}"
-            f"{' (' + a['cpu'] + ')' if a.get('cpu') else ''} | {a['bytes'] / 1e6:.2f} |"
+            f"{_where(a)} | {a['bytes'] / 1e6:.2f} |"
             f" {lat.get('b1_p50', '')} | {lat.get('b1_p99', '')} | {lat.get('b8_p50', '')} |"
             f" {lat.get('b8_p99', '')} |"
             f" {'' if not par else format(par['max_abs_diff'], '.4g')} |"
@@ -818,7 +847,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         decode = next(iter(a["latency_ms"].values()), "")
         lines.append(
             f"| {a['format']} | {a['quantize']} | {a['target']}"
-            f"{' (' + a['cpu'] + ')' if a.get('cpu') else ''} | {a['bytes'] / 1e6:.2f} |"
+            f"{_where(a)} | {a['bytes'] / 1e6:.2f} |"
             f" {info['columns']} | {info['chunk']} | {decode} |"
             f" {'' if not par else format(par['generated_top1_agreement'], '.2%')} |"
             f" {'' if not par else format(par['generated_exact_prefix'], '.2%')} |"

@@ -12,12 +12,13 @@ time in:
 - dlight's own CPU ``GEMV`` and ``Reduction`` (softmax, norms).
 - ``Elementwise``: anything else made only of spatial loops is parallelised and vectorised.
 
-With int8 on an x86 CPU that has AVX-512 VNNI, the matmuls against constant weights (dense
-layers and the gathered expert stacks of a mixture-of-experts layer) do their arithmetic in
-integers: the activations are quantized per row, the weights are packed once at build time,
-and ``vpdpbusd`` sums int8 x int8 products in int32 (``int8_matmuls``). Elsewhere (no VNNI,
-aarch64, embeddings) the weights are stored as int8 and decoded to fp32 inside the kernel that
-reads them (``int8_weights``).
+With int8, wherever the CPU has an int8 dot product (``int8_isa``: x86 with AVX-512 VNNI,
+x86 with AVX2, aarch64 with the Armv8.2 dot product), the matmuls against constant weights
+(dense layers and the gathered expert stacks of a mixture-of-experts layer) do their arithmetic
+in integers: the activations are quantized per row, the weights are packed once at build time,
+and the products are summed in int32 (``int8_matmuls``: ``vpdpbusd``; ``vpmaddubsw`` +
+``vpmaddwd``; ``sdot``). Elsewhere (an Armv8.0 core, x86 before AVX2, embeddings) the weights
+are stored as int8 and decoded to fp32 inside the kernel that reads them (``int8_weights``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import contextlib
 import functools
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 ROWS = 4  # rows of the register tile
@@ -238,8 +240,9 @@ def pipeline(target: Any, *, int8: bool = False) -> Any:
         with target:
             mod = relax.transform.FoldConstant()(mod)
             if int8:
-                if has_vnni(target):
-                    mod = int8_matmuls(mod)
+                isa = int8_isa(target)
+                if isa is not None:
+                    mod = int8_matmuls(mod, isa)
                 mod = int8_weights(mod)
             mod = fuse_weight_reads(mod)
             seq = tvm.transform.Sequential(
@@ -313,34 +316,73 @@ def int8_weights(mod: Any) -> Any:
     return mutator.builder_.get()
 
 
-# -- int8 arithmetic (x86 VNNI) -------------------------------------------------------------------
+# -- int8 arithmetic (x86 VNNI and AVX2, aarch64 dot product) -------------------------------------
 
-COLUMNS = 16  # int32 lanes of one 512-bit accumulator
-TILE_VECTORS = 2  # accumulators per row of the register tile: 32 columns
-TILE_ROWS = 4
 PARALLEL_MIN = 1 << 16  # elements: a smaller quantize runs on one thread
+TILE_ROWS = 4  # rows of the register tile, when there are that many
+
+
+@dataclass(frozen=True)
+class Int8Isa:
+    """One instruction path for int8 x int8 -> int32 multiply-adds.
+
+    Every path sums 4 consecutive k of a column into one int32 lane, so the packed layout
+    (``pack_int8``) is the same apart from the width of a vector and the weights' sign.
+    """
+
+    name: str
+    lanes: int  # int32 lanes of one accumulator vector
+    vectors: int  # accumulators per row of the register tile
+    unsigned: bool  # weights stored as q + 128 (the operand vpdpbusd takes unsigned)
+    instruction: str  # what the bench and the card print
+
+    @property
+    def width(self) -> int:
+        return self.lanes * self.vectors
+
+
+VNNI = Int8Isa("avx512-vnni", 16, 2, True, "vpdpbusd (AVX-512 VNNI)")
+AVX2 = Int8Isa("avx2", 8, 2, False, "vpmaddubsw + vpmaddwd (AVX2)")
+DOTPROD = Int8Isa("neon-dotprod", 4, 4, False, "sdot (Armv8.2 dot product)")
+
+
+def int8_isa(target: Any) -> Int8Isa | None:
+    """The int8 path ``target``'s CPU has, best first; None: int8 weights decoded to fp32."""
+    from tvm.target.codegen import target_has_features
+
+    if target.kind.name != "llvm":
+        return None
+    triple = str(target.attrs.get("mtriple", "x86_64"))
+
+    def has(feature: str) -> bool:
+        try:
+            return bool(target_has_features(feature, target))
+        except Exception:
+            return False
+
+    if triple.startswith("aarch64"):
+        return DOTPROD if has("dotprod") else None
+    if "x86" not in triple:
+        return None
+    if has("avx512vnni"):
+        return VNNI
+    return AVX2 if has("avx2") else None
 
 
 def has_vnni(target: Any) -> bool:
     """Whether ``target`` is an x86 CPU with AVX-512 VNNI (``vpdpbusd``: 64 u8 x s8 products
     summed into 16 int32 lanes per instruction)."""
-    from tvm.target.codegen import target_has_features
-
-    if target.kind.name != "llvm" or "x86" not in str(target.attrs.get("mtriple", "x86_64")):
-        return False
-    try:
-        return bool(target_has_features("avx512vnni", target))
-    except Exception:
-        return False
+    return int8_isa(target) is VNNI
 
 
-def pack_vnni(weight: Any) -> tuple[Any, Any]:
+def pack_int8(weight: Any, isa: Int8Isa) -> tuple[Any, Any]:
     """A ``[K, N]`` fp32 weight as int8 with one scale per output column, laid out for
-    ``vpdpbusd``: ``[column tiles, K/4, 32 columns x 4 k]``, zero-padded to whole tiles.
+    ``isa``'s 4-way dot product: ``[column tiles, K/4, width columns x 4 k]``, zero-padded to
+    whole tiles.
 
-    The weight is stored as unsigned bytes (``q + 128``, the operand ``vpdpbusd`` takes
-    unsigned): the extra ``128 * sum(x)`` of each row is removed with the row sum that
-    ``quantize`` writes. Returns the packed weight and the column scales.
+    On VNNI the weight is stored as unsigned bytes (``q + 128``): the extra ``128 * sum(x)``
+    of each row is removed with the row sum that ``quantize`` writes. Returns the packed
+    weight and the column scales.
     """
     import numpy as np
 
@@ -348,57 +390,92 @@ def pack_vnni(weight: Any) -> tuple[Any, Any]:
     scale = np.abs(weight).max(axis=0) / 127.0
     scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
     q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
-    k4, width = -(-k // 4), COLUMNS * TILE_VECTORS
+    k4, width = -(-k // 4), isa.width
     tiles = -(-n // width)
-    padded = np.full((k4 * 4, tiles * width), 128, np.uint8)  # padding: a zero weight
-    padded[:k, :n] = q.astype(np.int16) + 128
+    offset = 128 if isa.unsigned else 0
+    padded = np.full((k4 * 4, tiles * width), offset, np.int16)  # padding: a zero weight
+    padded[:k, :n] = q.astype(np.int16) + offset
+    padded = padded.astype(np.uint8 if isa.unsigned else np.int8)
     packed = padded.reshape(k4, 4, tiles, width).transpose(2, 0, 3, 1).reshape(tiles, k4, width * 4)
     scales = np.ones(tiles * width, np.float32)
     scales[:n] = scale
     return np.ascontiguousarray(packed), scales
 
 
+def pack_vnni(weight: Any) -> tuple[Any, Any]:
+    """``pack_int8`` for VNNI."""
+    return pack_int8(weight, VNNI)
+
+
 @functools.cache
-def vnni_kernels() -> tuple[Any, Any, Any]:
-    """The int8 kernels, one of each whatever the shapes (sizes are read from the buffers, so
-    a model's many projections share one copy of the code):
+def int8_kernels(isa: Int8Isa) -> tuple[Any, Any, Any]:
+    """The int8 kernels for ``isa``, one of each whatever the shapes (sizes are read from the
+    buffers, so a model's many projections share one copy of the code):
 
     - ``quantize``: each row of ``x[m, k]`` gets its own scale (max |x| / 127) and is stored as
-      int8, zero-padded to a multiple of 4, with 128 x its sum (see ``pack_vnni``);
-    - ``matmul``: those rows times a ``pack_vnni`` weight in ``TILE_ROWS x 32``-column register
-      tiles of int32 accumulators, one ``vpdpbusd`` per 4 k and 16 columns, rescaled to fp32;
+      int8, zero-padded to a multiple of 4, with 128 x its sum on VNNI (see ``pack_int8``);
+    - ``matmul``: those rows times a ``pack_int8`` weight in ``TILE_ROWS x width``-column
+      register tiles of int32 accumulators (one row per tile when there are fewer rows: a
+      decode step), rescaled to fp32;
     - ``experts_matmul``: row ``b`` times expert ``idx[b]`` of a stack of packed weights, read
       in place (a mixture-of-experts layer, one row per token and routed expert).
+
+    The dot product of 4 k into each int32 lane: ``vpdpbusd`` on VNNI; on AVX2 as llama.cpp
+    does it, ``vpmaddubsw`` of |x| and the weights with x's sign (pairs into int16, at most
+    2 x 127 x 127: no saturation), then ``vpmaddwd`` by ones (into int32); ``sdot`` on aarch64.
     """
     from tvm.script import tirx as T
 
-    width = COLUMNS * TILE_VECTORS
-    vectors = 4  # experts: one row per task, four accumulators keep vpdpbusd's pipeline busy
+    lanes, width = isa.lanes, isa.width
+    nbytes = lanes * 4  # weight bytes of one vector: lanes columns x 4 k
+    wdtype = "uint8" if isa.unsigned else "int8"
+    wvec = f"{wdtype}x{nbytes}"
+    avec = f"int8x{nbytes}"
+    acc_t = f"int32x{lanes}"
+    offset = 128 if isa.unsigned else 0
+    experts_vectors = 4  # one row per task, four accumulators keep the pipeline busy
     attrs = {"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8}
 
     # fmt: off
     def to_int8(value: Any, scale: Any) -> Any:
         return T.Cast("int8", T.max(T.min(T.Cast("int32", T.nearbyint(value / scale)), 127), -127))
 
+    def dot(acc: Any, weights: Any, a: Any) -> Any:
+        """acc + per lane: 4 weight bytes . the 4 activation bytes ``a`` (an int32)."""
+        x = T.reinterpret(avec, T.broadcast(a, lanes))
+        if isa is VNNI:
+            return T.call_llvm_pure_intrin(acc_t, "llvm.x86.avx512.vpdpbusd.512", acc, weights, x)
+        if isa is AVX2:
+            magnitude = T.call_llvm_pure_intrin(avec, "llvm.x86.avx2.psign.b", x, x)
+            signed = T.call_llvm_pure_intrin(avec, "llvm.x86.avx2.psign.b", weights, x)
+            pairs = T.call_llvm_pure_intrin(
+                "int16x16", "llvm.x86.avx2.pmadd.ub.sw", magnitude, signed
+            )
+            ones = T.broadcast(T.int16(1), 16)
+            return acc + T.call_llvm_pure_intrin(acc_t, "llvm.x86.avx2.pmadd.wd", pairs, ones)
+        return T.call_llvm_pure_intrin(
+            acc_t, "llvm.aarch64.neon.sdot.v4i32.v16i8", acc, weights, x
+        )
+
     @T.macro  # type: ignore[untyped-decorator]
     def quantize_row(
         x: T.Buffer, q: T.Buffer, s: T.Buffer, r: T.Buffer, i: T.int64, k: T.int64, kp: T.int64
     ) -> None:
-        body = k // COLUMNS * COLUMNS
-        peak = T.alloc_buffer((COLUMNS,), "float32", scope="local")
-        for lane in T.vectorized(COLUMNS):
+        body = k // 16 * 16
+        peak = T.alloc_buffer((16,), "float32", scope="local")
+        for lane in T.vectorized(16):
             peak[lane] = T.float32(0)
-        for c in range(k // COLUMNS):
-            for lane in T.vectorized(COLUMNS):
-                peak[lane] = T.max(peak[lane], T.fabs(x[i, c * COLUMNS + lane]))
+        for c in range(k // 16):
+            for lane in T.vectorized(16):
+                peak[lane] = T.max(peak[lane], T.fabs(x[i, c * 16 + lane]))
         for t in range(k - body):
             peak[0] = T.max(peak[0], T.fabs(x[i, body + t]))
-        for lane in range(1, COLUMNS):
+        for lane in range(1, 16):
             peak[0] = T.max(peak[0], peak[lane])
         s[i] = T.if_then_else(peak[0] > T.float32(0), peak[0] / T.float32(127), T.float32(1))
-        for c in range(k // COLUMNS):
-            for lane in T.vectorized(COLUMNS):
-                q[i, c * COLUMNS + lane] = to_int8(x[i, c * COLUMNS + lane], s[i])
+        for c in range(k // 16):
+            for lane in T.vectorized(16):
+                q[i, c * 16 + lane] = to_int8(x[i, c * 16 + lane], s[i])
         for t in range(kp - body):  # the tail, then zeros up to a multiple of 4
             q[i, body + t] = T.if_then_else(
                 body + t < k, to_int8(x[i, T.min(body + t, k - 1)], s[i]), T.int8(0)
@@ -407,7 +484,7 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
         total[0] = 0
         for c in range(kp):
             total[0] = total[0] + T.Cast("int32", q[i, c])
-        r[i] = total[0] * 128
+        r[i] = total[0] * offset
 
     @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
     def quantize(var_x: T.handle, var_q: T.handle, var_s: T.handle, var_r: T.handle) -> None:
@@ -426,12 +503,38 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
                     quantize_row(x, q, s, r, i, k, kp)
 
     @T.macro  # type: ignore[untyped-decorator]
-    def dot4(acc: T.Buffer, row: T.int32, v: T.int32, a: T.int32, weights: T.uint8x64) -> None:
-        # acc[row, v, :] += 16 columns x 4 k of unsigned weight bytes . 4 signed activation bytes
-        acc[row, v, T.ramp(0, 1, COLUMNS)] = T.call_llvm_pure_intrin(
-            "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[row, v, T.ramp(0, 1, COLUMNS)],
-            weights, T.reinterpret("int8x64", T.broadcast(a, COLUMNS)),
-        )
+    def tile(
+        q: T.Buffer, s: T.Buffer, r: T.Buffer, w: T.Buffer, ws: T.Buffer, y: T.Buffer,
+        t: T.int64, m: T.int64, n: T.int64, tiles: T.int64, k4: T.int64, rows: T.int64,
+    ) -> None:
+        i0 = t // tiles * rows  # the tile's first row and column
+        j0 = t % tiles * width
+        acc = T.alloc_buffer((rows, isa.vectors, lanes), "int32", scope="local")
+        for row in T.unroll(rows):
+            for v in T.unroll(isa.vectors):
+                acc[row, v, T.ramp(0, 1, lanes)] = T.broadcast(0, lanes)
+        for kk in range(k4):
+            for row in T.unroll(rows):
+                i = T.min(i0 + row, m - 1)  # rows past the end repeat the last one
+                a = T.reinterpret("int32", q.vload([i, kk * 4], "int8x4"))
+                for v in T.unroll(isa.vectors):
+                    wv = w.vload([t % tiles, kk, v * nbytes], wvec)
+                    acc[row, v, T.ramp(0, 1, lanes)] = dot(acc[row, v, T.ramp(0, 1, lanes)], wv, a)
+        for row in T.unroll(rows):
+            if i0 + row < m:
+                for v in T.unroll(isa.vectors):
+                    j = j0 + v * lanes
+                    if j + lanes <= n:  # a whole vector
+                        for lane in T.vectorized(lanes):
+                            y[i0 + row, j + lane] = T.Cast(
+                                "float32", acc[row, v, lane] - r[i0 + row]
+                            ) * s[i0 + row] * ws[j + lane]
+                    else:  # the last columns
+                        for lane in range(lanes):
+                            if j + lane < n:
+                                y[i0 + row, j + lane] = T.Cast(
+                                    "float32", acc[row, v, lane] - r[i0 + row]
+                                ) * s[i0 + row] * ws[j + lane]
 
     @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
     def matmul(
@@ -443,39 +546,16 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
         q = T.match_buffer(var_q, (m, kp), "int8")
         s = T.match_buffer(var_s, (m,), "float32")
         r = T.match_buffer(var_r, (m,), "int32")
-        w = T.match_buffer(var_w, (tiles, k4, width * 4), "uint8")
+        w = T.match_buffer(var_w, (tiles, k4, width * 4), wdtype)
         ws = T.match_buffer(var_ws, (tiles * width,), "float32")
         y = T.match_buffer(var_y, (m, n), "float32")
         with T.sblock("root"):
-            for t in T.parallel(tiles * ((m + TILE_ROWS - 1) // TILE_ROWS)):
-                i0 = t // tiles * TILE_ROWS  # the tile's first row and column
-                j0 = t % tiles * width
-                acc = T.alloc_buffer((TILE_ROWS, TILE_VECTORS, COLUMNS), "int32", scope="local")
-                for row in T.unroll(TILE_ROWS):
-                    for v in T.unroll(TILE_VECTORS):
-                        acc[row, v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
-                for kk in range(k4):
-                    for row in T.unroll(TILE_ROWS):
-                        i = T.min(i0 + row, m - 1)  # rows past the end repeat the last one
-                        a = T.reinterpret("int32", q.vload([i, kk * 4], "int8x4"))
-                        for v in T.unroll(TILE_VECTORS):
-                            wv = w.vload([t % tiles, kk, v * COLUMNS * 4], "uint8x64")
-                            dot4(acc, row, v, a, wv)
-                for row in T.unroll(TILE_ROWS):
-                    if i0 + row < m:
-                        for v in T.unroll(TILE_VECTORS):
-                            j = j0 + v * COLUMNS
-                            if j + COLUMNS <= n:  # a whole vector
-                                for lane in T.vectorized(COLUMNS):
-                                    y[i0 + row, j + lane] = T.Cast(
-                                        "float32", acc[row, v, lane] - r[i0 + row]
-                                    ) * s[i0 + row] * ws[j + lane]
-                            else:  # the last columns
-                                for lane in range(COLUMNS):
-                                    if j + lane < n:
-                                        y[i0 + row, j + lane] = T.Cast(
-                                            "float32", acc[row, v, lane] - r[i0 + row]
-                                        ) * s[i0 + row] * ws[j + lane]
+            if m < TILE_ROWS:  # a decode step: one row per tile, no repeated rows
+                for t in T.parallel(tiles * m):
+                    tile(q, s, r, w, ws, y, t, m, n, tiles, k4, 1)
+            else:
+                for t in T.parallel(tiles * ((m + TILE_ROWS - 1) // TILE_ROWS)):
+                    tile(q, s, r, w, ws, y, t, m, n, tiles, k4, TILE_ROWS)
 
     @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
     def experts_matmul(
@@ -489,27 +569,29 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
         s = T.match_buffer(var_s, (m,), "float32")
         r = T.match_buffer(var_r, (m,), "int32")
         idx = T.match_buffer(var_idx, (m,), "int64")
-        w = T.match_buffer(var_w, (experts, tiles, k4, width * 4), "uint8")
+        w = T.match_buffer(var_w, (experts, tiles, k4, width * 4), wdtype)
         ws = T.match_buffer(var_ws, (experts, tiles * width), "float32")
         y = T.match_buffer(var_y, (m, n), "float32")
         with T.sblock("root"):
             for b in T.parallel(m):
                 e = T.min(T.max(idx[b], T.int64(0)), experts - 1)  # a bad index: no stray read
-                for jt in range((tiles * TILE_VECTORS + vectors - 1) // vectors):
-                    acc = T.alloc_buffer((1, vectors, COLUMNS), "int32", scope="local")
-                    for v in T.unroll(vectors):
-                        acc[0, v, T.ramp(0, 1, COLUMNS)] = T.broadcast(0, COLUMNS)
+                for jt in range((tiles * isa.vectors + experts_vectors - 1) // experts_vectors):
+                    acc = T.alloc_buffer((1, experts_vectors, lanes), "int32", scope="local")
+                    for v in T.unroll(experts_vectors):
+                        acc[0, v, T.ramp(0, 1, lanes)] = T.broadcast(0, lanes)
                     for kk in range(k4):
                         a = T.reinterpret("int32", q.vload([b, kk * 4], "int8x4"))
-                        for v in T.unroll(vectors):
-                            c = jt * vectors + v  # the column vector
-                            if c < tiles * TILE_VECTORS:
-                                at = c % TILE_VECTORS * COLUMNS * 4
-                                wv = w.vload([e, c // TILE_VECTORS, kk, at], "uint8x64")
-                                dot4(acc, 0, v, a, wv)
-                    for v in T.unroll(vectors):
-                        for lane in range(COLUMNS):
-                            j = (jt * vectors + v) * COLUMNS + lane
+                        for v in T.unroll(experts_vectors):
+                            c = jt * experts_vectors + v  # the column vector
+                            if c < tiles * isa.vectors:
+                                at = c % isa.vectors * nbytes
+                                wv = w.vload([e, c // isa.vectors, kk, at], wvec)
+                                acc[0, v, T.ramp(0, 1, lanes)] = dot(
+                                    acc[0, v, T.ramp(0, 1, lanes)], wv, a
+                                )
+                    for v in T.unroll(experts_vectors):
+                        for lane in range(lanes):
+                            j = (jt * experts_vectors + v) * lanes + lane
                             if j < n:
                                 total = T.Cast("float32", acc[0, v, lane] - r[b])
                                 y[b, j] = total * s[b] * ws[e, j]
@@ -517,9 +599,9 @@ def vnni_kernels() -> tuple[Any, Any, Any]:
     return quantize, matmul, experts_matmul
 
 
-def int8_matmuls(mod: Any) -> Any:
-    """Every ``x @ W`` with a large fp32 constant ``W[K, N]`` computed in int8 on VNNI: the
-    weight packed by ``pack_vnni``, each row of ``x`` quantized on the fly (per-row scale),
+def int8_matmuls(mod: Any, isa: Int8Isa = VNNI) -> Any:
+    """Every ``x @ W`` with a large fp32 constant ``W[K, N]`` computed in int8 with ``isa``: the
+    weight packed by ``pack_int8``, each row of ``x`` quantized on the fly (per-row scale),
     int32 accumulation, fp32 out. Run after ``FoldConstant`` (which turns ``x @ W.T`` into a
     constant ``[K, N]``) and before ``int8_weights``, which takes the constants left over."""
     import numpy as np
@@ -549,7 +631,7 @@ def int8_matmuls(mod: Any) -> Any:
             for seen, q in self.quantized:
                 if seen.same_as(x):
                     return q
-            quantize, _, _ = vnni_kernels()
+            quantize, _, _ = int8_kernels(isa)
             bb = self.builder_
             flat = bb.emit(relax.op.reshape(x, [rows, k]))
             q = bb.emit(
@@ -603,12 +685,12 @@ def int8_matmuls(mod: Any) -> Any:
                 if not isinstance(k, tirx.IntImm) or int(k) != stack.shape[1]:
                     continue
                 k, n = stack.shape[1:]
-                packs = [pack_vnni(expert) for expert in stack]
+                packs = [pack_int8(expert, isa) for expert in stack]
                 bb = self.builder_
                 q = self._quantize(x, rows, k)
                 y = bb.emit(
                     relax.call_tir(
-                        bb.add_func(vnni_kernels()[2], "offline_int8_experts_matmul"),
+                        bb.add_func(int8_kernels(isa)[2], "offline_int8_experts_matmul"),
                         [
                             *(relax.TupleGetItem(q, i) for i in range(3)),
                             idx,
@@ -651,8 +733,8 @@ def int8_matmuls(mod: Any) -> Any:
             rows = dims[0]
             for dim in dims[1:-1]:
                 rows = rows * dim
-            packed, scales = pack_vnni(data)
-            _, matmul, _ = vnni_kernels()
+            packed, scales = pack_int8(data, isa)
+            _, matmul, _ = int8_kernels(isa)
             bb = self.builder_
             q = self._quantize(x, rows, k)
             y = bb.emit(

@@ -231,11 +231,15 @@ def test_aarch64_library_runs_on_an_emulated_aarch64_device(ws: Path, quantize: 
         formats=["tvm"],
         target="aarch64",
         quantize=quantize,
+        # int8 for an Armv8.2 core: the matmuls multiply int8 by int8 (sdot) on the device
+        cpu="cortex-a76" if quantize == "int8" else None,
         seq_len=16,
         max_context=128,
         sample=ws / "data/split/conversations/test.parquet",
     )
     assert art.gate.startswith("not run here") and dec.gate.startswith("not run here")
+    if quantize == "int8":
+        assert "sdot" in art.arithmetic and "sdot" in dec.arithmetic
     assert dec.decoder["columns"] == 129 and len(dec.decoder["cache"]) == 2  # two layers
     for lib in (art, dec):
         head = (out / lib.path).read_bytes()[:20]
