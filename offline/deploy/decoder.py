@@ -39,13 +39,84 @@ class LentCache:
     def __init__(self, past: list[tuple[Any, Any]]) -> None:
         self.past = past
         self.new: list[tuple[Any, Any]] = []
+        self.joined: dict[int, tuple[Any, Any]] = {}
 
     def update(self, keys: Any, values: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
         import torch
 
         self.new.append((keys, values))
         past_keys, past_values = self.past[layer_idx]
-        return torch.cat([past_keys, keys], 2), torch.cat([past_values, values], 2)
+        joined = torch.cat([past_keys, keys], 2), torch.cat([past_values, values], 2)
+        self.joined[layer_idx] = joined
+        return joined
+
+
+ATTENTION = "offline_cached"  # the attention implementation the decoders are exported with
+_ACTIVE: list[LentCache] = []  # the cache of the step being traced
+
+
+def cached_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Eager attention, as transformers' ``eager_attention_forward`` computes it, without its
+    two copies of the cache per layer and step:
+
+    - grouped-query heads are multiplied as groups against their shared key/value head, not
+      against keys and values repeated for every query head;
+    - where ``key``/``value`` are what ``LentCache.update`` joined (past, then the new tokens),
+      the past and the new parts are multiplied separately and only the scores are joined, so
+      the concatenated cache is never made (the exporters drop it as dead code).
+    """
+    import torch
+
+    batch, heads, tokens, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scale = dim**-0.5 if scaling is None else scaling
+    q = query.reshape(batch, kv_heads, groups * tokens, dim)
+    cache = _ACTIVE[-1] if _ACTIVE else None
+    joined = cache.joined.get(getattr(module, "layer_idx", -1)) if cache else None
+    if cache is not None and joined is not None and joined[0] is key and joined[1] is value:
+        (past_k, past_v), (new_k, new_v) = cache.past[module.layer_idx], cache.new[module.layer_idx]
+        parts = [(past_k, past_v), (new_k, new_v)]
+    else:
+        parts = [(key, value)]
+    scores = torch.cat([torch.matmul(q, k.transpose(2, 3)) for k, _ in parts], -1) * scale
+    columns = scores.shape[-1]
+    scores = scores.reshape(batch, kv_heads, groups, tokens, columns)
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, None, :, :columns]
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = probs.reshape(batch, kv_heads, groups * tokens, columns)
+    out, at = None, 0
+    for k, v in parts:
+        width = k.shape[2]
+        term = torch.matmul(probs[..., at : at + width], v)
+        out = term if out is None else out + term
+        at += width
+    assert out is not None
+    out = out.reshape(batch, heads, tokens, v.shape[-1]).transpose(1, 2).contiguous()
+    return out, None
+
+
+def _attention_for(lm: Any) -> str:
+    """``ATTENTION`` where its plain softmax is the model's attention, else transformers' eager
+    (logit soft-capping or attention sinks are not in ``cached_attention``)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION, cached_attention)
+    config = lm.config
+    special = getattr(config, "attn_logit_softcapping", None) or any(
+        hasattr(m, "sinks") for m in lm.modules()
+    )
+    return "eager" if special else ATTENTION
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0  # positions and the mask are always given
@@ -56,10 +127,11 @@ class LentCache:
 
 def step_module(lm: Any) -> Any:
     """``lm`` behind the ``step`` signature of the module docstring, in eager attention (which
-    every exporter takes; the mask carries the cache's layout)."""
+    every exporter takes; the mask carries the cache's layout) as ``cached_attention``
+    computes it."""
     import torch
 
-    lm.set_attn_implementation("eager")
+    lm.set_attn_implementation(_attention_for(lm))
 
     class Step(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
@@ -84,13 +156,17 @@ def step_module(lm: Any) -> Any:
                 allowed, torch.zeros((), dtype=dtype), torch.full((), torch.finfo(dtype).min)
             )
             cache = LentCache([(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)])
-            out = self.inner.model(
-                input_ids=input_ids,
-                position_ids=positions,
-                attention_mask=mask[:, None],
-                cache=cache,
-                use_cache=True,
-            )
+            _ACTIVE.append(cache)
+            try:
+                out = self.inner.model(
+                    input_ids=input_ids,
+                    position_ids=positions,
+                    attention_mask=mask[:, None],
+                    cache=cache,
+                    use_cache=True,
+                )
+            finally:
+                _ACTIVE.pop()
             # the last position by its index: TVM's importer gets a negative slice wrong
             last = out.last_hidden_state[:, tokens - 1]
             new = [x for pair in cache.new for x in pair]
