@@ -78,6 +78,7 @@ bench: install
 	$(BIN)/python benchmarks/serve_bench.py
 	bash scripts/install-llamacpp-venv.sh
 	$(BIN)/python benchmarks/generate_bench.py
+	$(BIN)/python benchmarks/decoder_bench.py
 	@if [ -f $(DEMO_PREFIX)/bundle/manifest.json ]; then $(BIN)/python benchmarks/doctor_bench.py \
 	    --bundle $(DEMO_PREFIX)/bundle; else echo "doctor bench: run make demo first (it installs the host)"; fi
 
