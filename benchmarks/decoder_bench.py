@@ -38,7 +38,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-LLAMA_VENV = REPO / ".venv-llamacpp"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from generate_bench import LLAMA_VENV, QUANTIZE, smollm2  # noqa: E402  (the same peer and weights)
+
 PREFILL = 128  # prompt tokens of the prefill figure
 SHORT = 128  # the short context of the decode figure
 PROMPTS = [
@@ -78,13 +80,6 @@ for context in contexts:
         times.append(time.perf_counter() - began)
     out[f"decode_ms_{context}"] = statistics.median(times) * 1000
 print(json.dumps(out))
-"""
-QUANTIZE = """
-import sys, llama_cpp
-params = llama_cpp.llama_model_quantize_default_params()
-params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
-params.allow_requantize = True
-sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), params))
 """
 
 
@@ -185,13 +180,8 @@ def main() -> None:
 
     from offline.deploy import decoder
     from offline.deploy import export as ex
-    from offline.train.pretrained import from_wheel
-    from tests.fixtures.models import SMOLLM2_WHEEL, smollm2_cache
 
-    wheel = smollm2_cache() / "wheel" / SMOLLM2_WHEEL
-    if not wheel.is_file():
-        raise SystemExit(f"{wheel} is missing: run make test-deps")
-    model_dir = from_wheel(wheel, smollm2_cache()).model_dir
+    wheel, model_dir = smollm2()
     threads = torch.get_num_threads()
     contexts = [SHORT, args.context]
     columns = args.context + args.runs + PREFILL + 1

