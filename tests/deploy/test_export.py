@@ -185,6 +185,30 @@ def test_int8_artifacts_are_smaller_and_keep_accuracy(ws: Path) -> None:
     assert sizes["lm", "tvm decoder", "int8"] < 0.45 * sizes["lm", "tvm decoder", "none"]
     assert sizes["lm", "pt2 decoder", "int8"] < sizes["lm", "pt2 decoder", "none"]
     assert ("cls", "tvm decoder", "none") not in sizes
+    # int4 (TVM only): 4-bit codes per group of 32 multiplied against int8 activations. The
+    # gate is set at 70 %: this 0.8M-parameter model's weights are nearly random, and 4-bit
+    # codes of them move about a quarter of its generated tokens (the same in eager torch with
+    # the weights rounded the same way, activations left in fp32), where SmolLM2-135M's int4
+    # decoder agrees on 84 % against int8's 86 % (benchmarks/decoder_bench.py).
+    window, dec = ex.export(
+        ws / "models/lm",
+        ws / "out/lm-int4",
+        formats=["tvm"],
+        seq_len=32,
+        quantize="int4",
+        sample=ws / "data/split/conversations/test.parquet",
+        latency_runs=2,
+        gate=ex.Gate(min_top1_agreement=0.7),
+    )
+    for art in (window, dec):
+        assert art.gate == "pass" and art.arithmetic.startswith("int4 weights (groups of 32)")
+    assert window.parity["top1_agreement"] >= 0.7
+    assert dec.parity["generated_top1_agreement"] >= 0.7
+    # a 4-bit code and its share of a group's fp16 scale and minimum: 5 bits a weight against
+    # 8 and a bit; the embedding table (a third of this model) stays int8
+    assert window.bytes < 0.9 * sizes["lm", "tvm", "int8"]
+    assert dec.bytes < 0.9 * sizes["lm", "tvm decoder", "int8"]
+    assert "int4 weights" in (ws / "out/lm-int4/EXPORT_CARD.md").read_text()
 
 
 def test_the_gate_rejects_a_damaged_artifact(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,8 +246,11 @@ def test_the_gate_judges_accuracy_drop_and_agreement() -> None:
     assert ex.judge({"top1_agreement": 0.85}, gate) == ["top-1 agreement 85.00% < 90%"]
 
 
-@pytest.mark.parametrize("quantize", ["none", "int8"])
+@pytest.mark.parametrize("quantize", ["none", "int4"])
 def test_aarch64_library_runs_on_an_emulated_aarch64_device(ws: Path, quantize: str) -> None:
+    """fp32, and int4 for an Armv8.2 core (4-bit codes multiplied with ``sdot``; the int8
+    kernels' own sdot results are checked under qemu in test_tvm_build, and the pipeline's
+    generic-aarch64 int8 package in test_e2e)."""
     out = ws / f"out/arm-{quantize}"
     art, dec = ex.export(
         ws / "models/lm",
@@ -231,14 +258,14 @@ def test_aarch64_library_runs_on_an_emulated_aarch64_device(ws: Path, quantize: 
         formats=["tvm"],
         target="aarch64",
         quantize=quantize,
-        # int8 for an Armv8.2 core: the matmuls multiply int8 by int8 (sdot) on the device
-        cpu="cortex-a76" if quantize == "int8" else None,
+        # int4 for an Armv8.2 core: the matmuls multiply in integers (sdot) on the device
+        cpu="cortex-a76" if quantize == "int4" else None,
         seq_len=16,
         max_context=128,
         sample=ws / "data/split/conversations/test.parquet",
     )
     assert art.gate.startswith("not run here") and dec.gate.startswith("not run here")
-    if quantize == "int8":
+    if quantize == "int4":
         assert "sdot" in art.arithmetic and "sdot" in dec.arithmetic
     assert dec.decoder["columns"] == 129 and len(dec.decoder["cache"]) == 2  # two layers
     for lib in (art, dec):
@@ -250,8 +277,20 @@ def test_aarch64_library_runs_on_an_emulated_aarch64_device(ws: Path, quantize: 
     device = ws / f"device-{quantize}"
     with tarfile.open(out / "edge-lm-aarch64.tar") as tar:
         tar.extractall(device, filter="data")
+    # int4's floor: 4-bit codes of this near-random tiny model keep about 70 % of its top-1
+    # (the host's int4 library in the test above, the same); the kernels themselves are checked
+    # exactly under qemu in test_tvm_build
+    floor = 0.9 if quantize == "none" else 0.6
     proc = subprocess.run(
-        ["bash", str(ROOT / "scripts/edge-aarch64.sh"), "python3", "run_edge.py", "--self-test"],
+        [
+            "bash",
+            str(ROOT / "scripts/edge-aarch64.sh"),
+            "python3",
+            "run_edge.py",
+            "--self-test",
+            "--min-agreement",
+            str(floor),
+        ],
         cwd=device,
         capture_output=True,
         text=True,
@@ -266,8 +305,7 @@ def test_aarch64_library_runs_on_an_emulated_aarch64_device(ws: Path, quantize: 
         assert report["top1_agreement"] == 1.0 and report["max_abs_diff"] < 1e-3
         assert report["generated_top1_agreement"] >= 0.98
     else:
-        assert report["top1_agreement"] >= 0.95
-        assert report["generated_top1_agreement"] >= 0.9
+        assert report["top1_agreement"] >= floor and report["generated_top1_agreement"] >= floor
     if quantize == "none":
         _chat_on_the_device_is_the_eager_models(ws, device)
 
@@ -318,6 +356,14 @@ def test_bad_input_is_named(ws: Path, tmp_path: Path) -> None:
             ws / "models/lm", tmp_path / "o", formats=["tvm"], target="aarch64", cpu="pentium-9"
         )
     assert "cortex-a72" in (err.value.fix or "")
+    with pytest.raises(ConfigError, match="int4 is for TVM only"):
+        ex.export(ws / "models/lm", tmp_path / "o", formats=["pt2"], quantize="int4")
+    # plain ARMv8-A has no int8 dot product: refused before the model is even loaded
+    with pytest.raises(ConfigError, match="int4 needs an int8 dot product") as err:
+        ex.export(tmp_path / "none", tmp_path / "o", formats=["tvm"], target="aarch64",
+                  quantize="int4")  # fmt: skip
+    assert "cortex-a76" in (err.value.fix or "")
+    assert not (tmp_path / "o").exists()
     proc = subprocess.run(
         [
             sys.executable,

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tvm import relax
 
 from offline.deploy import tvm_build
@@ -19,6 +21,12 @@ HOST = tvm.target.Target(
 )
 # x86 with AVX2 and no AVX-512 (Haswell to Zen 3): runs wherever the host has AVX2
 AVX2_HOST = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+# x86 with SSSE3 and no AVX (Nehalem to Westmere, many Atoms): 128-bit multiply-adds
+SSSE3_HOST = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v2"})
+X86_PATHS = pytest.mark.parametrize(
+    "target", [HOST, AVX2_HOST, SSSE3_HOST], ids=["host", "avx2", "ssse3"]
+)
+FEATURE = {"avx512-vnni": "avx512vnni", "avx2": "avx2", "ssse3": "ssse3"}  # what runs a path
 CORTEX_A76 = tvm.target.Target(
     {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}
 )
@@ -32,7 +40,7 @@ def _build(
     x_shape: tuple[int, ...],
     weight: np.ndarray,
     *,
-    int8: bool,
+    quantize: str = "none",
     gather: bool = False,
     weight_left: bool = False,
     target: tvm.target.Target | None = None,
@@ -41,7 +49,7 @@ def _build(
     executable = relax.build(
         _module(x_shape, weight, gather=gather, weight_left=weight_left),
         target=target,
-        relax_pipeline=tvm_build.pipeline(target, int8=int8),
+        relax_pipeline=tvm_build.pipeline(target, quantize=quantize),
     )
     return relax.VirtualMachine(executable, tvm.cpu()), executable
 
@@ -70,7 +78,7 @@ def _module(
 def test_scheduled_matmul_matches_numpy_on_awkward_shapes(m: int, k: int, n: int) -> None:
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((m, k), "float32"), rng.standard_normal((k, n), "float32")
-    vm, _ = _build((m, k), w, int8=False)
+    vm, _ = _build((m, k), w)
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-4)
     # and the Matmul rule is what scheduled it: a parallel tile loop, not plain loops
@@ -86,14 +94,14 @@ def test_scheduled_matmul_matches_numpy_on_awkward_shapes(m: int, k: int, n: int
 def test_int8_weights_are_stored_as_int8_and_stay_close(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((64, 128), "float32"), rng.standard_normal((128, 256), "float32")
-    vm, executable = _build((64, 128), w, int8=True)
+    vm, executable = _build((64, 128), w, quantize="int8")
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     ref = x @ w
     # int8 with per-channel scales: about 0.5 % of the output's spread, not exact
     assert np.abs(got - ref).max() < 0.02 * np.abs(ref).max()
     assert not np.allclose(got, ref, atol=1e-5)  # really quantized, not fp32 in disguise
     # the library holds 32 KiB of int8 weights where the fp32 one holds 128 KiB
-    _, fp32 = _build((64, 128), w, int8=False)
+    _, fp32 = _build((64, 128), w)
     sizes = {}
     for name, exe in (("int8", executable), ("fp32", fp32)):
         exe.export_library(str(tmp_path / f"{name}.so"), options=["-s"])
@@ -106,7 +114,7 @@ def test_gathered_int8_experts_match_numpy() -> None:
     experts = rng.standard_normal((4, 32, 48), "float32")
     x = rng.standard_normal((6, 1, 32), "float32")
     idx = np.array([0, 3, 1, 1, 2, 0], dtype="int64")
-    vm, _ = _build((6, 1, 32), experts, int8=True, gather=True)
+    vm, _ = _build((6, 1, 32), experts, quantize="int8", gather=True)
     got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(idx)).numpy()
     ref = np.einsum("bik,bkn->bin", x, experts[idx])
     assert np.abs(got - ref).max() < 0.02 * np.abs(ref).max()
@@ -142,7 +150,8 @@ def test_the_int8_path_is_chosen_from_the_target_cpu() -> None:
     assert isa({"mcpu": "znver5"}) == isa({"mcpu": "sapphirerapids"}) == "avx512-vnni"
     assert isa({"mcpu": "haswell"}) == isa({"mcpu": "znver3"}) == isa({"mcpu": "x86-64-v3"})
     assert isa({"mcpu": "x86-64-v3"}) == "avx2"
-    assert isa({"mcpu": "x86-64-v2"}) is None  # SSE only: int8 weights, fp32 arithmetic
+    assert isa({"mcpu": "x86-64-v2"}) == isa({"mcpu": "nehalem"}) == "ssse3"  # 128-bit
+    assert isa({"mcpu": "x86-64"}) is None  # SSE2 only: int8 weights, fp32 arithmetic
     arm = {"mtriple": "aarch64-linux-gnu"}
     assert isa(arm) is None and isa({**arm, "mcpu": "cortex-a72"}) is None  # Armv8.0
     assert isa({**arm, "mcpu": "cortex-a76"}) == isa({**arm, "mcpu": "neoverse-n1"})
@@ -154,55 +163,139 @@ def test_the_int8_path_is_chosen_from_the_target_cpu() -> None:
 SHAPES = [(64, 128, 256), (7, 130, 250), (1, 96, 200), (3, 64, 72)]
 
 
-@pytest.mark.parametrize("target", [HOST, AVX2_HOST], ids=["host", "avx2"])
+def _runs_here(target: tvm.target.Target) -> bool:
+    isa = tvm_build.int8_isa(target)
+    runs = isa is not None and _host_has(FEATURE[isa.name])
+    assert runs or target is not HOST, "the host's own path runs on the host"
+    return runs
+
+
+@X86_PATHS
 @pytest.mark.parametrize("m,k,n", SHAPES)
 def test_int8_matmul_multiplies_in_integers(
     target: tvm.target.Target, m: int, k: int, n: int
 ) -> None:
-    """Where the CPU has an int8 dot product (VNNI, or AVX2's multiply-adds), the int8 library
-    really multiplies int8 by int8: its output is the integer reference (to fp32 rounding),
-    which differs from the fp32 product by ~1 %. A decode step (one row) and a few rows take
-    their own one-row tiles."""
+    """Where the CPU has an int8 dot product (VNNI, AVX2's or SSSE3's multiply-adds), the int8
+    library really multiplies int8 by int8: its output is the integer reference (to fp32
+    rounding), which differs from the fp32 product by ~1 %. A decode step (one row) and a few
+    rows take their own one-row tiles."""
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((m, k), "float32"), rng.standard_normal((k, n), "float32")
-    lowered = tvm_build.pipeline(target, int8=True)(_module((m, k), w))
+    lowered = tvm_build.pipeline(target, quantize="int8")(_module((m, k), w))
     names = [gv.name_hint for gv in lowered.get_global_vars()]
-    if tvm_build.int8_isa(target) is None:  # e.g. an x86 CPU before AVX2: fp32 arithmetic
-        assert "offline_int8_matmul" not in names
-        return
     assert "offline_int8_matmul" in names and "offline_int8_quantize" in names
-    runs_here = _host_has("avx512vnni") if target is HOST else _host_has("avx2")
-    assert runs_here or target is not HOST, "the host's own path runs on the host"
-    if not runs_here:
+    if not _runs_here(target):
         return
-    vm, _ = _build((m, k), w, int8=True, target=target)
+    vm, _ = _build((m, k), w, quantize="int8", target=target)
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, _int8_reference(x, w), rtol=1e-5, atol=1e-4)
     assert np.abs(got - x @ w).max() > 1e-3  # not fp32
 
 
-def test_int8_matmul_on_aarch64_dot_product_runs_on_the_emulated_device(tmp_path: Path) -> None:
-    """For an Armv8.2 CPU (cortex-a76) the library multiplies with ``sdot``; the device's own
-    Python and TVM runtime under qemu-aarch64 get the integer reference, dense and experts."""
+def _int4_reference(x: np.ndarray, w: np.ndarray, isa: tvm_build.Int8Isa) -> np.ndarray:
+    """``x @ w`` as the int4 kernels compute it: w as its 4-bit codes stand for it, x in int8
+    per group of 32 (scale max |x| / 127), the products summed in float64."""
+    k, n = w.shape
+    decoded = tvm_build.unpack_int4(*tvm_build.pack_int4(w, isa), k, n, isa)
+    groups = -(-k // tvm_build.GROUP)
+    padded = np.zeros((x.shape[0], groups * tvm_build.GROUP))
+    padded[:, :k] = x
+    grouped = padded.reshape(x.shape[0], groups, tvm_build.GROUP)
+    scale = np.abs(grouped).max(-1, keepdims=True) / 127
+    scale = np.where(scale == 0, 1, scale)
+    xq = (np.clip(np.rint(grouped / scale), -127, 127) * scale).reshape(x.shape[0], -1)[:, :k]
+    return (xq @ decoded.astype(np.float64)).astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 100),
+    n=st.integers(1, 80),
+    spread=st.floats(1e-3, 1e3),
+    constant_columns=st.integers(0, 3),
+    isa=st.sampled_from([tvm_build.VNNI, tvm_build.AVX2, tvm_build.SSSE3, tvm_build.DOTPROD]),
+    seed=st.integers(0, 2**16),
+)
+def test_int4_codes_stand_for_the_weight_within_half_a_step(
+    k: int, n: int, spread: float, constant_columns: int, isa: tvm_build.Int8Isa, seed: int
+) -> None:
+    """Every weight is within half a quantization step (plus fp16 rounding) of what its code
+    stands for, in every layout; a column of one value is exact; the codes use 4 bits."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((k, n)) * spread).astype(np.float32)
+    w[:, :constant_columns] = np.float32(0.5)
+    packed, scale, minimum = tvm_build.pack_int4(w, isa)
+    assert packed.dtype == np.uint8 and scale.dtype == minimum.dtype == np.float16
+    assert packed.size * 2 >= k * n and packed.size <= (k + 32) * (n + isa.width) / 2
+    decoded = tvm_build.unpack_int4(packed, scale, minimum, k, n, isa)
+    assert decoded.shape == (k, n)
+    groups = -(-k // tvm_build.GROUP)
+    step = np.repeat(scale.transpose(1, 0, 2).reshape(groups, -1), tvm_build.GROUP, axis=0)
+    step = step[:k, :n].astype(np.float32)
+    bound = step / 2 + np.abs(w) * 2e-3 + 1e-6  # fp16 scale and minimum
+    assert (np.abs(decoded - w) <= bound).all()
+    np.testing.assert_array_equal(decoded[:, :constant_columns], w[:, :constant_columns])
+
+
+@X86_PATHS
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_int4_matmul_multiplies_codes_in_integers(
+    target: tvm.target.Target, m: int, k: int, n: int
+) -> None:
+    """int4: the dense weight is stored as 4-bit codes (under a third of the int8 library's
+    bytes for it) and multiplied in integers against per-group int8 activations: the output
+    is the reference to fp32 rounding, on every x86 path and on one and a few rows."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((m, k), "float32"), rng.standard_normal((k, n), "float32")
+    lowered = tvm_build.pipeline(target, quantize="int4")(_module((m, k), w))
+    names = [gv.name_hint for gv in lowered.get_global_vars()]
+    assert "offline_int4_matmul" in names and "offline_int4_quantize" in names
+    assert "offline_int8_matmul" not in names
+    if not _runs_here(target):
+        return
+    vm, _ = _build((m, k), w, quantize="int4", target=target)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    isa = tvm_build.int8_isa(target)
+    ref = _int4_reference(x, w, isa)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
+    assert np.abs(got - _int8_reference(x, w)).max() > 1e-2  # not the int8 path
+
+
+def test_int4_without_an_int8_dot_product_is_refused() -> None:
+    """An x86 CPU before SSSE3 (or an Armv8.0 core) has no integer multiply-add to run the
+    4-bit codes with: the build says so instead of shipping something slower than fp32."""
+    mod = _module((2, 64), np.ones((64, 64), "float32"))
+    for spec in ({"mcpu": "x86-64"}, {"mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}):
+        target = tvm.target.Target({"kind": "llvm", **spec})
+        with pytest.raises(ValueError, match="int4 needs an int8 dot product"):
+            tvm_build.pipeline(target, quantize="int4")(mod)
+
+
+def test_int8_and_int4_on_aarch64_dot_product_run_on_the_emulated_device(tmp_path: Path) -> None:
+    """For an Armv8.2 CPU (cortex-a76) the libraries multiply with ``sdot``; the device's own
+    Python and TVM runtime under qemu-aarch64 get the integer reference: int8 dense and
+    experts, and int4 dense."""
     from tvm.support import cc as tvm_cc
 
     rng = np.random.default_rng(6)
     cases = []
     for i, (m, k, n) in enumerate(SHAPES[:3]):
         x, w = rng.standard_normal((m, k), "float32"), rng.standard_normal((k, n), "float32")
-        cases.append((f"dense{i}", _module((m, k), w), [x], _int8_reference(x, w)))
+        cases.append((f"dense{i}", "int8", _module((m, k), w), [x], _int8_reference(x, w)))
+        ref = _int4_reference(x, w, tvm_build.DOTPROD)
+        cases.append((f"int4_dense{i}", "int4", _module((m, k), w), [x], ref))
     stack = rng.standard_normal((4, 64, 48), "float32")
     x = rng.standard_normal((6, 1, 64), "float32")
     idx = np.array([0, 3, 1, 1, 2, 0], dtype="int64")
     ref = np.stack([_int8_reference(x[b], stack[e]) for b, e in enumerate(idx)])
-    cases.append(("experts", _module(x.shape, stack, gather=True), [x, idx], ref))
-    for name, mod, args, ref in cases:
-        lowered = tvm_build.pipeline(CORTEX_A76, int8=True)(mod)
-        kernel = "offline_int8_experts_matmul" if name == "experts" else "offline_int8_matmul"
-        assert kernel in [gv.name_hint for gv in lowered.get_global_vars()]
-        executable = relax.build(
-            mod, target=CORTEX_A76, relax_pipeline=tvm_build.pipeline(CORTEX_A76, int8=True)
+    cases.append(("experts", "int8", _module(x.shape, stack, gather=True), [x, idx], ref))
+    for name, quantize, mod, args, ref in cases:
+        pipeline = tvm_build.pipeline(CORTEX_A76, quantize=quantize)
+        kernel = {"experts": "offline_int8_experts_matmul", "int4": "offline_int4_matmul"}.get(
+            name if name == "experts" else quantize, "offline_int8_matmul"
         )
+        assert kernel in [gv.name_hint for gv in pipeline(mod).get_global_vars()]
+        executable = relax.build(mod, target=CORTEX_A76, relax_pipeline=pipeline)
         lib = tmp_path / f"{name}.so"
         executable.export_library(str(lib), fcompile=tvm_cc.cross_compiler("aarch64-linux-gnu-g++"))
         np.savez(tmp_path / f"{name}.npz", *args, ref=ref)
@@ -244,14 +337,16 @@ def test_int8_experts_read_their_own_packed_weights(weight_left: bool) -> None:
     x = rng.standard_normal(x_shape, "float32")
     idx = np.array([0, 3, 1, 1, 2, 0, 3, 3, 2, 1, 0, 2], dtype="int64")
     mod = _module(x_shape, stack, gather=True, weight_left=weight_left)
-    lowered = tvm_build.pipeline(HOST, int8=True)(mod)
+    lowered = tvm_build.pipeline(HOST, quantize="int8")(mod)
     names = [gv.name_hint for gv in lowered.get_global_vars()]
     if tvm_build.int8_isa(HOST) is None:
         assert "offline_int8_experts_matmul" not in names
         return
     assert "offline_int8_experts_matmul" in names
     assert not [name for name in names if "take" in name]  # no fp32 copy of the experts
-    vm, _ = _build(x_shape, stack, int8=True, gather=True, weight_left=weight_left, target=HOST)
+    vm, _ = _build(
+        x_shape, stack, quantize="int8", gather=True, weight_left=weight_left, target=HOST
+    )
     got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(idx)).numpy()
     if weight_left:  # y[b] = W[idx[b]] @ x[b]: the same as x[b].T @ W[idx[b]].T
         ref = np.stack([_int8_reference(x[b].T, stack[e].T) for b, e in enumerate(idx)])
