@@ -39,10 +39,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -51,7 +49,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from offline.errors import ConfigError
-from offline.fsutil import disk_errors
+from offline.fsutil import atomic_writer, disk_errors
 
 __all__ = [
     "CATEGORIES",
@@ -2098,18 +2096,8 @@ class _Sink:
 @contextmanager
 def _atomic(path: Path) -> Iterator[_Sink]:
     """Stream into a temp file beside ``path``; fsync and rename only when the body succeeds."""
-    with disk_errors(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
-                yield _Sink(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    with atomic_writer(path, buffering=1 << 20) as fh:
+        yield _Sink(fh)
 
 
 def _write(path: Path, lines: Iterator[bytes], records: int | None = None) -> SampleFile:

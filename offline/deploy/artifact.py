@@ -50,11 +50,11 @@ AUTO_ORDER = ("tvm", "torchscript", "pt2")  # fastest first (see the export card
 def source_digest(model_dir: Path) -> str:
     """The sha256 of a model directory's weights and configuration (its .safetensors and .json
     files, names included): what a card records and the eager backend checks."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".json")):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
+    from offline.fsutil import files_digest  # host only: the edge runner never reads a source
+
+    return files_digest(
+        sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".json"))
+    )
 
 
 def write_card(directory: Path, card: dict[str, Any]) -> dict[str, Any]:
@@ -72,20 +72,14 @@ def write_card(directory: Path, card: dict[str, Any]) -> dict[str, Any]:
 def write_manifest(directory: Path, target: str, skip_suffix: str = ".tar") -> list[Path]:
     """``manifest.json`` listing the sha256 of every file under ``directory`` (but itself and
     files ending in ``skip_suffix``); returns the files it lists."""
-    files = sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and p.name != MANIFEST and not p.name.endswith(skip_suffix)
+    from offline.fsutil import atomic_write_text, tree_sha256  # host only, as every writer
+
+    files = tree_sha256(
+        directory, lambda p: p.name != MANIFEST and not p.name.endswith(skip_suffix)
     )
-    manifest = {
-        "target": target,
-        "files": {
-            p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in files
-        },
-    }
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    return files
+    manifest = {"target": target, "files": files}
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return [directory / name for name in files]
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 
 from offline.deploy import artifact, decoder
 from offline.errors import ConfigError, GateError, NotFoundError, ToolError
+from offline.fsutil import build_dir
 from offline.redact import redact
 
 FORMATS = ("torchscript", "pt2", "tvm")
@@ -660,90 +661,96 @@ def export(
     held_out = make_sample(loaded, seq_len, sample, sample_rows if formats else 2)
     reference = _run_all(loaded.model, held_out) if formats else None
     example = held_out.input_ids[:2]
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    artifacts = []
-    vocab = len(loaded.tokenizer)
-    generation = _generation(loaded, model_dir, max_context)
-    decoders = loaded.kind == "causal-lm" and any(f in DECODER_FORMATS for f in formats)
-    generated = decoder.generated_sample(loaded, held_out) if decoders else None
-    eager = Artifact("eager", "none", "x86_64", "", 0)
-    for batch in (1, 8):
-        eager.latency_ms.update(latency(loaded.model, seq_len, vocab, batch, latency_runs))
-    for fmt in formats:
-        with experts_implementation(loaded.model, "batched_mm"):
-            if fmt == "torchscript":
-                path = export_torchscript(loaded, example, quantize, tmp)
-                runner: Callable[[Any], Any] | None = load_torchscript(path)
-            elif fmt == "pt2":
-                path = export_pt2(loaded, example, quantize, tmp)
-                runner = load_pt2(path)
+    with build_dir(out) as tmp:
+        artifacts = []
+        vocab = len(loaded.tokenizer)
+        generation = _generation(loaded, model_dir, max_context)
+        decoders = loaded.kind == "causal-lm" and any(f in DECODER_FORMATS for f in formats)
+        generated = decoder.generated_sample(loaded, held_out) if decoders else None
+        eager = Artifact("eager", "none", "x86_64", "", 0)
+        for batch in (1, 8):
+            eager.latency_ms.update(latency(loaded.model, seq_len, vocab, batch, latency_runs))
+        for fmt in formats:
+            with experts_implementation(loaded.model, "batched_mm"):
+                if fmt == "torchscript":
+                    path = export_torchscript(loaded, example, quantize, tmp)
+                    runner: Callable[[Any], Any] | None = load_torchscript(path)
+                elif fmt == "pt2":
+                    path = export_pt2(loaded, example, quantize, tmp)
+                    runner = load_pt2(path)
+                else:
+                    path = export_tvm(loaded, example, quantize, target, tmp, cpu)
+                    runner = load_tvm(path) if target == "x86_64" else None
+            art = Artifact(fmt, quantize, target, path.name, path.stat().st_size)
+            art.arithmetic = arithmetic(fmt, quantize, target, cpu)
+            if fmt == "tvm":
+                art.cpu = tvm_target(target, cpu).get("mcpu", "generic")
+            if runner is not None:
+                art.parity = parity(reference, _run_all(runner, held_out), held_out, loaded.kind)
+                art.failed = judge(art.parity, gate)
+                art.gate = "fail" if art.failed else "pass"
+                for batch in (1, 8):
+                    art.latency_ms.update(latency(runner, seq_len, vocab, batch, latency_runs))
             else:
-                path = export_tvm(loaded, example, quantize, target, tmp, cpu)
-                runner = load_tvm(path) if target == "x86_64" else None
-        art = Artifact(fmt, quantize, target, path.name, path.stat().st_size)
-        art.arithmetic = arithmetic(fmt, quantize, target, cpu)
-        if fmt == "tvm":
-            art.cpu = tvm_target(target, cpu).get("mcpu", "generic")
-        if runner is not None:
-            art.parity = parity(reference, _run_all(runner, held_out), held_out, loaded.kind)
-            art.failed = judge(art.parity, gate)
-            art.gate = "fail" if art.failed else "pass"
-            for batch in (1, 8):
-                art.latency_ms.update(latency(runner, seq_len, vocab, batch, latency_runs))
-        else:
-            art.gate = f"not run here ({target} artifact): run_edge.py --self-test on the device"
-        artifacts.append(art)
-        if decoders and fmt in DECODER_FORMATS:
-            assert generated is not None
-            columns = int(generation["max_context"]) + 1
-            artifacts.append(
-                _decoder(
-                    loaded, fmt, quantize, target, tmp, cpu, columns, generated, gate, latency_runs
+                art.gate = (
+                    f"not run here ({target} artifact): run_edge.py --self-test on the device"
                 )
+            artifacts.append(art)
+            if decoders and fmt in DECODER_FORMATS:
+                assert generated is not None
+                columns = int(generation["max_context"]) + 1
+                artifacts.append(
+                    _decoder(
+                        loaded,
+                        fmt,
+                        quantize,
+                        target,
+                        tmp,
+                        cpu,
+                        columns,
+                        generated,
+                        gate,
+                        latency_runs,
+                    )
+                )
+        loaded.tokenizer.save_pretrained(tmp / "tokenizer")
+        inner_config = loaded.model.inner.config
+        card = {
+            "model": str(model_dir),
+            "kind": loaded.kind,
+            "labels": (
+                [inner_config.id2label[i] for i in range(inner_config.num_labels)]
+                if loaded.kind == "sequence-classification"
+                else None
+            ),
+            "pad_token_id": loaded.tokenizer.pad_token_id,
+            "source_sha256": loaded.source_digest,
+            "seq_len": seq_len,
+            **generation,
+            "sample": str(sample) if sample else "random token ids",
+            "sample_rows": len(held_out.lengths),
+            "gate": asdict(gate),
+            "eager": asdict(eager),
+            "artifacts": [asdict(a) for a in artifacts],
+        }
+        artifact.write_card(tmp, card)
+        failed = [a for a in artifacts if a.failed]
+        if failed:
+            rejected = out.with_name(f"{out.name}.rejected")
+            shutil.rmtree(rejected, ignore_errors=True)
+            tmp.rename(rejected)
+            reasons = "; ".join(f"{a.format} {a.quantize}: {', '.join(a.failed)}" for a in failed)
+            raise GateError(
+                f"the deployment gate failed: {reasons} (card: {rejected}/EXPORT_CARD.md)",
+                fix=f"export without --quantize {quantize} (or with int8 for int4), or loosen"
+                " --max-accuracy-drop/--min-agreement",
             )
-    loaded.tokenizer.save_pretrained(tmp / "tokenizer")
-    inner_config = loaded.model.inner.config
-    card = {
-        "model": str(model_dir),
-        "kind": loaded.kind,
-        "labels": (
-            [inner_config.id2label[i] for i in range(inner_config.num_labels)]
-            if loaded.kind == "sequence-classification"
-            else None
-        ),
-        "pad_token_id": loaded.tokenizer.pad_token_id,
-        "source_sha256": loaded.source_digest,
-        "seq_len": seq_len,
-        **generation,
-        "sample": str(sample) if sample else "random token ids",
-        "sample_rows": len(held_out.lengths),
-        "gate": asdict(gate),
-        "eager": asdict(eager),
-        "artifacts": [asdict(a) for a in artifacts],
-    }
-    artifact.write_card(tmp, card)
-    failed = [a for a in artifacts if a.failed]
-    if failed:
-        rejected = out.with_name(f"{out.name}.rejected")
-        shutil.rmtree(rejected, ignore_errors=True)
-        tmp.rename(rejected)
-        reasons = "; ".join(f"{a.format} {a.quantize}: {', '.join(a.failed)}" for a in failed)
-        raise GateError(
-            f"the deployment gate failed: {reasons} (card: {rejected}/EXPORT_CARD.md)",
-            fix=f"export without --quantize {quantize} (or with int8 for int4), or loosen"
-            " --max-accuracy-drop/--min-agreement",
-        )
-    if "tvm" in formats:
-        write_parity_sample(tmp / PARITY_SAMPLE, reference, held_out, loaded.kind, generated)
-    if formats:
-        package(tmp, f"edge-{model_dir.resolve().name}-{target}.tar", target)
-    else:  # eager only: what `offline serve --backend eager` verifies
-        artifact.write_manifest(tmp, target)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        if "tvm" in formats:
+            write_parity_sample(tmp / PARITY_SAMPLE, reference, held_out, loaded.kind, generated)
+        if formats:
+            package(tmp, f"edge-{model_dir.resolve().name}-{target}.tar", target)
+        else:  # eager only: what `offline serve --backend eager` verifies
+            artifact.write_manifest(tmp, target)
     return artifacts
 
 

@@ -17,15 +17,15 @@ checkpoint; a full disk removes the partial one and leaves the previous checkpoi
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from offline.fsutil import atomic_write_bytes, replace_dir, sha256_file, sync_tree, tree_sha256
 
 MANIFEST = "manifest.json"
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -35,47 +35,15 @@ def step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` through a fsynced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    _fsync_dir(path.parent)
-
-
 def seal(tmp: Path, meta: dict[str, Any]) -> None:
     """fsync every file of ``tmp`` and write its manifest (hashes, sizes, ``meta``) last."""
-    files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        with path.open("rb") as fh:
-            os.fsync(fh.fileno())
-        files[path.relative_to(tmp).as_posix()] = {
-            "sha256": _sha256(path),
-            "bytes": path.stat().st_size,
-        }
-    for directory in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
-        _fsync_dir(directory)
+    sync_tree(tmp)
+    files: dict[str, dict[str, Any]] = {
+        name: {"sha256": digest, "bytes": (tmp / name).stat().st_size}
+        for name, digest in tree_sha256(tmp).items()
+    }
     manifest = {"format": 1, "created": time.time(), **meta, "files": files}
-    write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 def verify(directory: Path) -> str | None:
@@ -92,7 +60,7 @@ def verify(directory: Path) -> str | None:
             return f"{rel} is missing"
         if path.stat().st_size != entry["bytes"]:
             return f"{rel} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}"
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             return f"{rel} does not match its sha256"
     return None
 
@@ -151,14 +119,8 @@ class Channel:
         """Seal ``tmp``, rename it into place, point ``latest`` at it, drop the oldest."""
         seal(tmp, {"step": step, **meta})
         final = self.root / step_name(step)
-        if final.exists():  # re-reached after a rollback: the new state replaces the old
-            old = self.root / f".{step_name(step)}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(final)
-        _fsync_dir(self.root)
-        write_atomic(self.root / "latest", final.name.encode())
+        replace_dir(tmp, final)  # re-reached after a rollback: the new state replaces the old
+        atomic_write_bytes(self.root / "latest", final.name.encode())
         for _, path in self.steps()[self.keep :]:
             shutil.rmtree(path, ignore_errors=True)
         return final

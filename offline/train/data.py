@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from offline.errors import DataError, NotFoundError
+from offline.fsutil import atomic_writer
 
 IGNORE = -100  # label value the loss skips
 
@@ -313,7 +314,6 @@ class StoredExamples(Sequence[Example]):
 def save_examples(data: Dataset, path: Path) -> None:
     """``data`` as an Arrow IPC file at ``path`` (written aside, then renamed into place)."""
     import json
-    import os
 
     import pyarrow as pa
 
@@ -341,11 +341,8 @@ def save_examples(data: Dataset, path: Path) -> None:
         "first_problem": data.first_problem,
     }
     table = pa.table(columns).replace_schema_metadata({"dataset": json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with atomic_writer(path) as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(1, table.num_rows))
-    os.replace(tmp, path)
 
 
 def open_examples(path: Path) -> Dataset:

@@ -38,6 +38,7 @@ from offline.errors import (
     ResourceError,
     TrainingError,
 )
+from offline.fsutil import atomic_write_text, build_dir, files_digest
 from offline.redact import redact, redact_tree
 from offline.train.checkpoint import Channel, Found, read_manifest, step_name, verify
 from offline.train.config import (
@@ -206,14 +207,8 @@ def _release_shared_memory(rank: int, world: int) -> None:
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return files_digest(files)
 
 
 def _model_digest(path: Path) -> str:
@@ -1116,24 +1111,15 @@ class Trainer:
         if len(dtypes) == 1:
             fresh = fresh.to(dtypes.pop())
         fresh.config.use_cache = True
-        tmp = out.with_name(f".{out.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        fresh.save_pretrained(tmp, safe_serialization=True)
-        self.tok.save_pretrained(tmp)
-        write_training_card(tmp, self._card(metrics))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(out)
+        with build_dir(out) as tmp:
+            fresh.save_pretrained(tmp, safe_serialization=True)
+            self.tok.save_pretrained(tmp)
+            write_training_card(tmp, self._card(metrics))
         for path, data in (
             (self.root / self.cfg.metrics_file, metrics),
             (self.root / self.cfg.plot_file, self._loss_history()),
         ):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data, indent=1) + "\n")
+            atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
     def _rebuilt(self, state: dict[str, Any]) -> Any:
         """A plain fp32 model of this architecture holding a full fine-tune's ``state``."""

@@ -13,13 +13,13 @@ another family's.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from offline.errors import ConfigError, NotFoundError
+from offline.fsutil import build_dir
 from offline.train import shapes
 
 BOS, EOS, PAD = "<|begin_of_sentence|>", "<|end_of_sentence|>", "<|pad|>"
@@ -206,15 +206,9 @@ def init_model(
     if not texts:
         raise NotFoundError(f"no text in {tokenizer_from}", fix="clean a text dataset first")
     tok, model = _build(arch, size, fmt, texts, vocab_size, seed)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with build_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     params = sum(p.numel() for p in model.parameters())
     name = fmt.name if fmt else None
     return InitReport(out, int(params), len(tok), len(texts), name, source)

