@@ -535,6 +535,8 @@ def _already_there(path: Path, m: tarfile.TarInfo, known: tuple[int, str] | None
 
 
 def _write_member(tar: tarfile.TarFile, m: tarfile.TarInfo, path: Path) -> tuple[int, str]:
+    # Not offline.fsutil.atomic_writer: this file runs standalone before the toolkit exists,
+    # and a member is created exclusively, never through a link (see the module docstring).
     tmp = path.with_name(f".{path.name}.unpacking")
     digest = hashlib.sha256()
     source = tar.extractfile(m)

@@ -204,6 +204,7 @@ def record(
         "complete": complete,
         "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # Not offline.fsutil.atomic_write_text: this file runs standalone before the toolkit exists.
     tmp = prefix / f".{RECORD}.tmp"
     with tmp.open("w") as fh:
         json.dump(entry, fh, indent=2)
