@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from offline.bundle.patterns import pattern_problem
-from offline.errors import ConfigError, NotFoundError
+from offline.config import Strict, parse_toml, validate
+from offline.errors import NotFoundError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PLATFORM = re.compile(r"^manylinux_(\d+)_(\d+)_(x86_64|aarch64)$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(Strict):
+    model_config = ConfigDict(frozen=True)
 
 
 class BundleInfo(_Strict):
@@ -220,38 +220,14 @@ class LoadedSpec(BaseModel):
         return relative if relative.is_absolute() else (self.root / relative)
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    unknown = [_loc(e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
-    other = [e for e in exc.errors() if e["type"] != "extra_forbidden"]
-    lines = [f"{path}: invalid bundle spec"]
-    if unknown:
-        lines.append(f"  unknown key(s): {', '.join(unknown)}")
-    for err in other:
-        where = _loc(err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def parse_spec(text: str, path: Path) -> LoadedSpec:
     """Validate spec ``text`` (read from ``path``); every problem is reported at once."""
-    try:
-        raw: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}", fix="fix the syntax") from exc
-    try:
-        spec = Spec.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(
-            _format_errors(path, exc),
-            fix="see the spec reference in README.md (section 'Bundle spec')",
-        ) from exc
+    spec = validate(
+        Spec,
+        parse_toml(text, path),
+        f"{path} (bundle spec)",
+        fix="see the spec reference in README.md (section 'Bundle spec')",
+    )
     return LoadedSpec(spec=spec, path=path.resolve(), text=text)
 
 

@@ -7,8 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from offline.errors import ConfigError
-
 app = typer.Typer(help="API keys for offline serve.", no_args_is_help=True)
 
 
@@ -16,17 +14,17 @@ def settings_from(options: dict[str, Any]) -> Any:
     """ServeSettings from the options given; the rest from OFFLINE_SERVE_* or defaults."""
     from pydantic import ValidationError
 
+    from offline.config import config_error, problems
     from offline.serve.settings import ServeSettings
 
     given = {k: v for k, v in options.items() if v is not None}
     try:
         return ServeSettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(
-            f"offline serve: {problems}", fix="see `offline serve --help` (README: Serving)"
+        raise config_error(
+            "offline serve's settings (options and OFFLINE_SERVE_*)",
+            problems(exc),
+            fix="see `offline serve --help` (README: Serving)",
         ) from None
 
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from offline.config import Strict, read_yaml, validate
 from offline.data.decode import check_encoding
 from offline.data.steps import REGISTRY as STEP_REGISTRY
 from offline.data.steps.conversation import ConversationParams
@@ -31,11 +29,7 @@ from offline.errors import ConfigError, NotFoundError
 Format = Literal["auto", "jsonl", "csv", "parquet"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Columns(_Strict):
+class Columns(Strict):
     """Which input column feeds which canonical field.
 
     Unset text-bearing fields default to the canonical name (``text``, ``instruction``,
@@ -55,7 +49,7 @@ class Columns(_Strict):
     values: list[str] = []
 
 
-class Dataset(_Strict):
+class Dataset(Strict):
     """One input: a file or a directory of shards, its kind and its column mapping."""
 
     path: str
@@ -71,7 +65,7 @@ class Dataset(_Strict):
         return check_encoding(name)
 
 
-class ValidateParams(_Strict):
+class ValidateParams(Strict):
     """Thresholds the validate stage enforces; a violated one fails the stage."""
 
     min_rows: int = Field(1, ge=0)
@@ -82,7 +76,7 @@ class ValidateParams(_Strict):
     max_record_bytes: int = Field(1_000_000, gt=0)
 
 
-class TabularParams(_Strict):
+class TabularParams(Strict):
     """Time series: coercion, sliding-window median fill, outlier clipping."""
 
     steps: list[Literal["coerce", "fill", "outliers"]] = ["coerce", "fill", "outliers"]
@@ -106,7 +100,7 @@ DEFAULT_STEPS = [
 ]
 
 
-class CleanParams(_Strict):
+class CleanParams(Strict):
     """The cleaning chain: step order, batching, and each step's own parameters."""
 
     steps: list[str] = DEFAULT_STEPS
@@ -135,7 +129,7 @@ class CleanParams(_Strict):
         return steps
 
 
-class SplitParams(_Strict):
+class SplitParams(Strict):
     """Deterministic split by hash of (seed, duplicate cluster)."""
 
     seed: int = 13
@@ -149,7 +143,7 @@ class SplitParams(_Strict):
         return self
 
 
-class Params(_Strict):
+class Params(Strict):
     """The data sections of ``params.yaml``; later stages add their own sections."""
 
     datasets: dict[str, Dataset]
@@ -193,27 +187,18 @@ def dump_params(params: Params) -> dict[str, Any]:
     return data
 
 
-def _problems(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def parse_params(data: Any, where: str = "params.yaml") -> Params:
     """Validate already-loaded params; every problem is listed in one ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     # Sections of later stages (label, train, ...) are theirs to check.
     data_keys = {"datasets", "validate", "clean", "split"}
-    try:
-        return Params.model_validate({k: v for k, v in data.items() if k in data_keys})
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{where} has {exc.error_count()} problem(s):\n{_problems(exc)}",
-            fix=f"edit {where}; `offline data params` prints every key with its default",
-        ) from None
+    return validate(
+        Params,
+        {k: v for k, v in data.items() if k in data_keys},
+        where,
+        fix=f"edit {where}; `offline data params` prints every key with its default",
+    )
 
 
 def load_params(path: Path) -> Params:
@@ -222,8 +207,5 @@ def load_params(path: Path) -> Params:
         raise NotFoundError(
             f"{path} not found", fix="run inside a workspace made by `offline init DIR`"
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "params")
     return parse_params(data, str(path))

@@ -17,16 +17,16 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 import offline
+from offline.config import Strict, read_toml, validate
 from offline.errors import ConfigError, DataError, NotFoundError
 
 __all__ = [
@@ -65,9 +65,7 @@ _DEFAULT_MAX_RATING = 5  # Label Studio's own default for maxRating
 # --------------------------------------------------------------------------- the contract
 
 
-class _ControlSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _ControlSpec(Strict):
     name: str = Field(min_length=1)
     to_name: str = Field(min_length=1)
     type: ControlType
@@ -90,9 +88,7 @@ class _ControlSpec(BaseModel):
         return self
 
 
-class _TemplateSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _TemplateSpec(Strict):
     description: str = ""
     file: str | None = None
     kinds: list[DatasetKind] = Field(min_length=1)
@@ -229,32 +225,16 @@ def templates_dir(workspace: Path | None = None) -> Path:
 
 def _read_contract(directory: Path) -> dict[str, _TemplateSpec]:
     path = directory / CONTRACT_FILE
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.is_file():
         raise NotFoundError(
             f"{path} does not exist", fix=f"set ${ENV_DIR} to a directory holding it"
-        ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}", fix="fix the syntax there") from None
-    specs: dict[str, _TemplateSpec] = {}
-    for name, table in raw.items():
-        try:
-            specs[name] = _TemplateSpec.model_validate(table)
-        except ValidationError as err:
-            raise ConfigError(
-                f"{path} [{name}]: {_pydantic_problems(err)}",
-                fix=f"see the key list at the top of {CONTRACT_FILE}",
-            ) from None
-    return specs
-
-
-def _pydantic_problems(err: ValidationError) -> str:
-    parts = []
-    for problem in err.errors():
-        where = ".".join(str(p) for p in problem["loc"])
-        parts.append(f"{where}: {problem['msg']}" if where else problem["msg"])
-    return "; ".join(parts)
+        )
+    raw = read_toml(path, "labeling contract")
+    fix = f"see the key list at the top of {CONTRACT_FILE}"
+    return {
+        name: validate(_TemplateSpec, table, f"{path} [{name}]", fix=fix)
+        for name, table in raw.items()
+    }
 
 
 def template_names(directory: Path | None = None) -> list[str]:

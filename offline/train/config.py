@@ -10,17 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from offline.config import Strict, apply_overrides, config_error, read_yaml, validate
 from offline.errors import ConfigError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataConfig(_Strict):
+class DataConfig(Strict):
     train: str = "data/split/tickets/train.parquet"
     validation: str | None = "data/split/tickets/validation.parquet"
     max_length: int = Field(256, ge=8)
@@ -34,7 +30,7 @@ class DataConfig(_Strict):
     reasoning: bool = True  # sft: train on the assistant's reasoning_content where given
 
 
-class LoraConfig(_Strict):
+class LoraConfig(Strict):
     enabled: bool = False
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
@@ -46,14 +42,14 @@ class LoraConfig(_Strict):
     base_bits: Literal[4, 8] | None = None
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(Strict):
     dir: str = "checkpoints"
     full_every: int = Field(500, ge=1)  # engine, optimizer, scheduler, RNG, data position
     light_every: int = Field(100, ge=1)  # weights only
     keep: int = Field(3, ge=1)
 
 
-class SpikeGuard(_Strict):
+class SpikeGuard(Strict):
     steps: int = Field(3, ge=1)  # consecutive steps above the EMA
     threshold: float = Field(0.15, gt=0)  # relative rise over the EMA
     action: Literal["warn", "stop", "rollback"] = "rollback"
@@ -63,17 +59,17 @@ class SpikeGuard(_Strict):
     max_retries: int = Field(3, ge=0)  # rollbacks before the run stops
 
 
-class ThroughputGuard(_Strict):
+class ThroughputGuard(Strict):
     drop: float = Field(0.5, gt=0, lt=1)  # warn below this fraction of the running median
     window: int = Field(20, ge=3)
 
 
-class GuardsConfig(_Strict):
+class GuardsConfig(Strict):
     spike: SpikeGuard = SpikeGuard()
     throughput: ThroughputGuard = ThroughputGuard()
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """One training run; every key has a default except the model."""
 
     model: str
@@ -131,23 +127,6 @@ class TrainConfig(_Strict):
         return self
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``a.b=value`` pairs onto ``data``; values are parsed as YAML (``3``, ``true``, ``[x]``)."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value", fix="e.g. zero_stage=3")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw)
-    return data
-
-
 def _path_problems(cfg: TrainConfig, root: Path) -> list[str]:
     problems = []
     if not (root / cfg.model / "config.json").is_file():
@@ -165,31 +144,14 @@ def load_config(
     path: Path, overrides: list[str] | None = None, *, root: Path | None = None
 ) -> TrainConfig:
     """Read, override and validate a training config; every problem in one ConfigError."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "training config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = apply_overrides(data, overrides or [])
-    try:
-        cfg = TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        ]
-        raise ConfigError(
-            f"{path} has {len(lines)} problem(s):\n" + "\n".join(lines),
-            fix=f"edit {path} or the key=value overrides",
-        ) from None
+    cfg = validate(TrainConfig, data, str(path), fix=f"edit {path} or the key=value overrides")
     problems = _path_problems(cfg, root or path.parent)
     if problems:
-        raise ConfigError(
-            f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems)
-        )
+        raise config_error(str(path), problems, fix=f"make what each line names, or edit {path}")
     return cfg
 
 

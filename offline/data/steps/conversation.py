@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from offline.config import Strict
 from offline.data.records import MESSAGE
 from offline.data.steps.base import Context, Outcome, Step
 from offline.data.steps.text import list_parts, row_ids
@@ -25,10 +26,8 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 
-class ConversationParams(BaseModel):
+class ConversationParams(Strict):
     """Structural rules for ``messages``; each failing row is rejected with its first problem."""
-
-    model_config = ConfigDict(extra="forbid")
 
     roles: list[str] = Field(default_factory=lambda: ["system", "user", "assistant"])
     """Allowed roles (compared exactly)."""

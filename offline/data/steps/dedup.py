@@ -25,8 +25,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from offline.config import Strict
 from offline.data.index import KeyIndex, RowStore, StringStore, unique_first
 from offline.data.records import TEXT_KINDS, joined_text
 from offline.data.steps.base import Context, Outcome, Step
@@ -73,10 +74,8 @@ _SPACING = (
 _PUNCT_RUN = r"[\p{P}\s\p{Z}]*\p{P}[\p{P}\s\p{Z}]*"
 
 
-class _TextKey(BaseModel):
+class _TextKey(Strict):
     """How a text is normalized before two texts are compared."""
-
-    model_config = ConfigDict(extra="forbid")
 
     lowercase: bool = Field(True, description="compare case-insensitively")
     collapse_whitespace: bool = Field(

@@ -26,8 +26,9 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from offline.config import Strict
 from offline.data.records import TEXT_COLUMNS, TEXT_KINDS, kind_of, map_text_arrays
 from offline.data.steps.base import Context, Outcome, Step
 from offline.errors import ConfigError
@@ -58,10 +59,8 @@ __all__ = [
 ]
 
 
-class PiiParams(BaseModel):
+class PiiParams(Strict):
     """Which personal data to look for and what to do with it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     types: list[PiiType] = Field(
         default_factory=lambda: list(PII_TYPES),

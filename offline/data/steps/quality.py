@@ -31,8 +31,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from offline.config import Strict
 from offline.data.records import TEXT_KINDS
 from offline.data.steps.base import Context, Outcome, Step
 from offline.data.steps.text import CJK_RANGES, joined_array, list_parts, row_ids
@@ -238,10 +239,8 @@ class _Scan:
 # length
 
 
-class LengthParams(BaseModel):
+class LengthParams(Strict):
     """Bounds on the joined text of a record; null turns a bound off."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min_chars: int | None = Field(6, ge=0)
     """Characters; low because CJK tickets are short ("退款什么时候到账" is 8)."""
@@ -310,7 +309,7 @@ def length(params: LengthParams, ctx: Context) -> Step:
 # quality
 
 
-class QualityParams(BaseModel):
+class QualityParams(Strict):
     """Gopher-style thresholds (Rae et al., 2021), loosened for short bilingual support text.
 
     Gopher's repetition limits (top n-gram 0.20/0.18/0.16, duplicate n-grams 0.15..0.10) suit
@@ -321,8 +320,6 @@ class QualityParams(BaseModel):
     between. The ratio limits are Gopher's. Every threshold can be set to null (or an n removed
     from a map) to turn that check off.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     stats_min_words: int = Field(20, ge=0)
     """Ratio checks (lines, symbols, word length, bullets, ellipses, alphabetic) only from this

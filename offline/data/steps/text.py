@@ -20,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
+from offline.config import Strict
 from offline.data.records import TEXT_COLUMNS, TEXT_KINDS, kind_of, map_text, map_text_arrays
 from offline.data.steps.base import Context, Outcome, Step
 from offline.errors import ConfigError
@@ -168,10 +169,8 @@ _CONTROLS = r"[\x00-\x08\x0b-\x1f\x7f-\x{9f}\p{Cf}]"
 EMPTY_REASON = "empty after normalization"
 
 
-class NormalizeParams(BaseModel):
+class NormalizeParams(Strict):
     """Unicode normalization and whitespace clean-up; each switch can be turned off."""
-
-    model_config = ConfigDict(extra="forbid")
 
     form: Literal["NFKC", "NFC", "NFKD", "NFD"] | None = "NFKC"
     """Unicode normal form; NFKC folds fullwidth letters and digits to ASCII (null: keep)."""
@@ -273,10 +272,8 @@ _MARKDOWN = [
 ]
 
 
-class MarkupParams(BaseModel):
+class MarkupParams(Strict):
     """Strip HTML/XML markup and decode entities; markdown clean-up is optional."""
-
-    model_config = ConfigDict(extra="forbid")
 
     tags: Literal["html", "any"] = "html"
     """html: strip known HTML element tags only (keeps "List<String>", "<name>"); any: any tag."""
@@ -368,10 +365,8 @@ JUNK_PATTERN = r"(?:[^\pL\pN\pM\pP\pZ\p{Sc}\p{Sm}\x00-\x7F°]|[\x{FE00}-\x{FE0F}
 LINE_END_SPACES = r"(?m)[ \t]+$"
 
 
-class RegexRule(BaseModel):
+class RegexRule(Strict):
     """One rule: substitute ``pattern`` with ``replace``, or reject rows whose text matches it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     pattern: str
     """RE2 syntax (fast, vectorized); a pattern only Python's re accepts runs in Python."""
@@ -387,10 +382,8 @@ def default_rules() -> list[RegexRule]:
     return [RegexRule(pattern=JUNK_PATTERN), RegexRule(pattern=LINE_END_SPACES)]
 
 
-class RegexParams(BaseModel):
+class RegexParams(Strict):
     """Ordered regex rules applied to every text value (reject rules test the joined text)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rules: list[RegexRule] = Field(default_factory=default_rules)
 
