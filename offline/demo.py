@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offline.airgap import offline_env
+
 NETNS = "deepseek-demo"
 TINY = "tiny"  # the embedded default model, built on the isolated host
 RESOLVER = "198.18.0.53"  # benchmark-testing range: never a real resolver
@@ -216,12 +218,7 @@ class Demo:
         return self.prefix.resolve() / "workspace"
 
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PATH": f"{self.bin}:{os.environ.get('PATH', '')}",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-        }
+        return offline_env(PATH=f"{self.bin}:{os.environ.get('PATH', '')}")
 
     def sh(
         self, name: str, argv: Sequence[str], cwd: Path | None = None, timeout: float = 1800

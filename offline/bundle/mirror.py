@@ -10,7 +10,6 @@ name, and any method but GET and HEAD is refused. Nothing is listed except the i
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from offline.airgap import is_loopback
 from offline.errors import ConfigError, NotFoundError, ResourceError
 
 __all__ = ["DEFAULT_BIND", "Mirror", "MirrorServer", "create_server", "serve"]
@@ -175,16 +175,6 @@ def _parse_bind(bind: str) -> tuple[str, int]:
             fix=f"e.g. --bind {DEFAULT_BIND} (this host only) or --bind 0.0.0.0:8000 (the LAN)",
         )
     return found["v6"] or found["host"], port
-
-
-def is_loopback(host: str) -> bool:
-    """``host`` is localhost or a loopback address (v4 or v6)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind_error(bind: str, exc: OSError) -> ConfigError | ResourceError:

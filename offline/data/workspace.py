@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from offline import airgap
 from offline.data.params import default_params, dump_params
 from offline.errors import ConfigError, ToolError
 from offline.fsutil import atomic_write_text
@@ -29,8 +30,9 @@ PLOT_ASSETS = ("plots.html", "offline_bar.json", "offline_line.json", "offline_c
 SITE_CACHE = ".dvc/site-cache"
 DEFAULT_REMOTE = "storage"
 
-# Environment for every DVC process we start: no analytics ping, no update check.
-OFFLINE_ENV = {"DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATER": "1", "HF_HUB_OFFLINE": "1"}
+# Environment for every DVC process we start (and the stages it runs): offline, and no
+# update check.
+OFFLINE_ENV = {**airgap.OFFLINE_ENV, "DVC_NO_UPDATER": "1"}
 
 PARAMS_HEADER = """\
 # deepseek-offline workspace parameters. Every key is listed with its default; DVC tracks the

@@ -13,10 +13,8 @@ the eager model runs the faster ``grouped_mm`` (``experts_implementation``).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offline import airgap
+from offline.airgap import go_offline
 from offline.deploy import artifact, decoder
 from offline.errors import ConfigError, GateError, NotFoundError, ToolError
 from offline.fsutil import build_dir
@@ -654,7 +654,7 @@ def export(
         )
     if quantize == "int4":
         _int4_cpu(target, cpu)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    go_offline()
     torch.manual_seed(0)
     loaded = load(model_dir)
     # eager only: no artifact to gate, so no held-out rows to run
@@ -793,24 +793,15 @@ def _where(a: dict[str, Any]) -> str:
 
 
 def shipped_dir(name: str) -> Path:
-    """``deploy/`` or ``bundle/`` as shipped: the source checkout, else a bundle's ``files/``."""
-    import offline
-
-    override = os.environ.get(f"DEEPSEEK_OFFLINE_{name.upper()}_DIR")
-    candidates = [Path(override)] if override else []
-    # install-offline.sh puts envs/<env>/ and bundle/files/ under one prefix
-    prefix = Path(os.environ.get("DEEPSEEK_OFFLINE_PREFIX") or Path(sys.prefix).parent.parent)
-    candidates += [
-        Path(offline.__file__).resolve().parents[1] / name,
-        prefix / "bundle" / "files" / name,
-    ]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    raise NotFoundError(
-        f"no {name}/ directory in: {', '.join(str(c) for c in candidates)}",
-        fix=f"set DEEPSEEK_OFFLINE_{name.upper()}_DIR to the toolkit's {name}/ directory",
-    )
+    """``deploy/`` or ``bundle/`` as shipped (see :func:`offline.airgap.shipped_places`)."""
+    found = airgap.find_shipped(name)
+    if found is None:
+        places = ", ".join(str(place) for _, place in airgap.shipped_places(name))
+        raise NotFoundError(
+            f"no {name}/ directory in: {places}",
+            fix=f"set DEEPSEEK_OFFLINE_{name.upper()}_DIR to the toolkit's {name}/ directory",
+        )
+    return found
 
 
 def package(directory: Path, name: str, target: str) -> Path:

@@ -23,10 +23,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
-from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from offline import airgap
 from offline.errors import ConfigError, NetworkError, NotFoundError, ToolError
 from offline.fsutil import atomic_write_bytes, atomic_write_text
 
@@ -40,13 +40,10 @@ INSTALL_FIX = (
 
 # Every telemetry path Label Studio has, off: backend and page Sentry, analytics, version check.
 OFFLINE_ENV = {
-    "SENTRY_DSN": "",
-    "FRONTEND_SENTRY_DSN": "",
-    "COLLECT_ANALYTICS": "false",
-    "LATEST_VERSION_CHECK": "false",
+    **airgap.OFFLINE_ENV,
+    **airgap.LABEL_STUDIO_ENV,
     "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
     "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-    "HF_HUB_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
 }
 
@@ -164,15 +161,6 @@ def _database_env(db_url: str | None, data: Path) -> dict[str, str]:
     }
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def url_for(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return f"http://{shown}:{port}"
@@ -263,7 +251,7 @@ def start(
         ToolError: the server exited or did not come up in ``timeout`` seconds (log tail shown).
     """
     warning = None
-    if not _is_loopback(host):
+    if not airgap.is_loopback(host):
         if password_file is None:
             raise ConfigError(
                 f"binding Label Studio to {host} exposes it to the network;"

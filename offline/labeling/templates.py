@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-import offline
+from offline import airgap
 from offline.config import Strict, read_toml, validate
 from offline.errors import ConfigError, DataError, NotFoundError
 
@@ -176,13 +175,8 @@ def _candidates(workspace: Path | None) -> list[tuple[str, Path]]:
     out: list[tuple[str, Path]] = []
     if workspace is not None:
         out.append(("the workspace", Path(workspace) / "labeling"))
-    out.append(("the source checkout", Path(offline.__file__).resolve().parents[1] / "labeling"))
-    prefix = Path(sys.prefix)
-    # A bundle installs the toolkit into envs/<env>/ and its files into bundle/files/ beside
-    # envs/ (install-offline.sh).
-    out.append(("the bundle", prefix.parent.parent / "bundle" / "files" / "labeling"))
-    out.append(("the install prefix", prefix / "share" / "deepseek-offline" / "labeling"))
-    return out
+    # the override ($DEEPSEEK_OFFLINE_LABELING_DIR) is used as is: see templates_dir
+    return out + airgap.shipped_places("labeling", with_override=False)
 
 
 def templates_dir(workspace: Path | None = None) -> Path:

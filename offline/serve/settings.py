@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from offline.bundle.mirror import is_loopback
+from offline.airgap import is_loopback
 
 Backend = Literal["auto", "eager", "torchscript", "pt2", "tvm"]
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offline.airgap import go_offline
 from offline.errors import (
     ConfigError,
     DataError,
@@ -171,9 +172,7 @@ def _free_port() -> int:
 
 def _prepare_environment() -> str:
     """Offline switches, the accelerator, and a world of one unless a launcher set one up."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    go_offline()
     if "DS_ACCELERATOR" not in os.environ:
         import torch
 

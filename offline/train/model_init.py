@@ -12,12 +12,12 @@ another family's.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from offline.airgap import go_offline
 from offline.errors import ConfigError, NotFoundError
 from offline.fsutil import build_dir
 from offline.train import shapes
@@ -201,7 +201,7 @@ def init_model(
     fmt, source = _resolve(arch, size, chat_format)
     if out.exists():
         raise ConfigError(f"{out} already exists", fix="choose a new --out or remove it")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing below may reach a hub
+    go_offline()  # nothing below may reach a hub
     texts = list(workspace_texts(tokenizer_from))
     if not texts:
         raise NotFoundError(f"no text in {tokenizer_from}", fix="clean a text dataset first")

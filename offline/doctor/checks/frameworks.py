@@ -35,6 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from offline.airgap import OFFLINE_ENV
 from offline.doctor.context import Context
 from offline.doctor.model import Check, Result, passed, problem, skipped, warning
 
@@ -228,7 +229,7 @@ os._exit(0)
 # DeepSpeed picks an accelerator by probing devices; without a choice in the environment, cpu.
 _DS_ENV = {"DS_ACCELERATOR": "cpu"}
 # Telemetry and hub access stay off in every probe, whatever the checked environment says.
-_PROBE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+_PROBE_ENV = OFFLINE_ENV
 
 Judge = Callable[["Framework", Context, Mapping[str, Any]], Result]
 

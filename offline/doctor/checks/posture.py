@@ -4,28 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from offline.airgap import ACCEPTED, LABEL_STUDIO_ACCEPTED
 from offline.doctor.context import Context
 from offline.doctor.model import Check, Result, passed, problem, shown_env
 
 _FIX = "set -a; . PREFIX/etc/offline.env; set +a  (install-offline.sh writes it)"
-# variable -> values that mean "off / offline"
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "HF_HUB_OFFLINE": ("1", "true", "yes", "on"),
-    "TRANSFORMERS_OFFLINE": ("1", "true", "yes", "on"),
-    "HF_DATASETS_OFFLINE": ("1", "true", "yes", "on"),
-    "HF_HUB_DISABLE_TELEMETRY": ("1", "true", "yes", "on"),
-    "DO_NOT_TRACK": ("1", "true", "yes", "on"),
-    "WANDB_MODE": ("disabled", "offline"),
-    "DVC_NO_ANALYTICS": ("1", "true", "yes", "on"),
-}
+# variable -> values that mean "off / offline": the producers' own table
+REQUIRED = ACCEPTED
 # Label Studio's telemetry: `offline label server` sets these itself; a host-wide value that
 # turns one on would reach any Label Studio started by hand.
-LABEL_STUDIO: dict[str, tuple[str, ...]] = {
-    "SENTRY_DSN": ("",),
-    "FRONTEND_SENTRY_DSN": ("",),
-    "COLLECT_ANALYTICS": ("", "0", "false", "no", "off"),
-    "LATEST_VERSION_CHECK": ("", "0", "false", "no", "off"),
-}
+LABEL_STUDIO = LABEL_STUDIO_ACCEPTED
 
 
 def _required(name: str, good: tuple[str, ...]) -> Callable[[Context], Result]:
