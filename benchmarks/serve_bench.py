@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from offline.serve import load_model
+    from offline.serve.models import load_model
     from tests.serve.conftest import running
 
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:

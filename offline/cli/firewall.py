@@ -64,8 +64,9 @@ def plan_cmd(
     backend: BackendOpt = "auto",
 ) -> None:
     """Print the ruleset the policy gives; touches nothing."""
-    from offline.firewall import make_policy, plan_text
     from offline.firewall.backend import have
+    from offline.firewall.policy import make_policy
+    from offline.firewall.render import plan_text
 
     policy = make_policy(allow, allow_dns, allow_ntp, allow_port, containers, allow_public)
     chosen = backend if backend != "auto" else ("nft" if have("nft") else "iptables")
@@ -97,7 +98,8 @@ def apply_cmd(
     json_out: Json = False,
 ) -> None:
     """Load the policy (IPv4 and IPv6 in one step), saving what was there before."""
-    from offline.firewall import apply, make_policy
+    from offline.firewall.apply import apply
+    from offline.firewall.policy import make_policy
 
     policy = make_policy(allow, allow_dns, allow_ntp, allow_port, containers, allow_public)
     done = apply(policy, None if backend == "auto" else backend, confirm_timeout, state_dir)
@@ -118,7 +120,7 @@ def apply_cmd(
 @app.command("confirm")
 def confirm_cmd(state_dir: StateDir = None) -> None:
     """Keep the rules an apply --confirm-timeout loaded (cancels the automatic rollback)."""
-    from offline.firewall import confirm
+    from offline.firewall.apply import confirm
 
     confirm(state_dir)
     _out("confirmed: the rules stay")
@@ -127,7 +129,7 @@ def confirm_cmd(state_dir: StateDir = None) -> None:
 @app.command("rollback")
 def rollback_cmd(state_dir: StateDir = None, json_out: Json = False) -> None:
     """Restore the firewall exactly as it was before the first apply."""
-    from offline.firewall import rollback
+    from offline.firewall.apply import rollback
 
     done = rollback(state_dir)
     if json_out:
@@ -151,7 +153,7 @@ def verify_cmd(
     json_out: Json = False,
 ) -> None:
     """Probe the internet (TCP v4/v6, UDP 53, DNS, QUIC, ICMP): every probe must fail."""
-    from offline.firewall import parse_reachable, verify
+    from offline.firewall.verify import parse_reachable, verify
 
     found = verify(parse_reachable(expect_reachable), timeout, root=state_dir)
     if json_out:
@@ -203,7 +205,7 @@ def persist_cmd(
     json_out: Json = False,
 ) -> None:
     """Write the live rules where the boot services load them."""
-    from offline.firewall import persist
+    from offline.firewall.persist import persist
 
     done = persist(root)
     if json_out:
@@ -221,7 +223,7 @@ def status_cmd(
     json_out: Json = False,
 ) -> None:
     """Live vs applied vs persisted rules, pending confirmation, other firewall managers."""
-    from offline.firewall import status
+    from offline.firewall.persist import status
 
     found = status(root, state_dir)
     if json_out:

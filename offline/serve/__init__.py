@@ -1,20 +1,15 @@
 """``offline serve``: a local FastAPI server for exported models (``/predict``, the OpenAI
 completions and chat APIs, health, Prometheus metrics), with API keys, micro-batching, a canary
-split and an audit log."""
+split and an audit log.
 
-from offline.serve.app import create_app, load_models, serve
-from offline.serve.auth import KeyStore, add_key
-from offline.serve.models import ServedModel, load_model, verify_manifest
-from offline.serve.settings import ServeSettings
+Import from the modules (the package imports nothing, so importing one module of it does not
+load FastAPI)::
 
-__all__ = [
-    "KeyStore",
-    "ServeSettings",
-    "ServedModel",
-    "add_key",
-    "create_app",
-    "load_model",
-    "load_models",
-    "serve",
-    "verify_manifest",
-]
+    offline.serve.app.serve(settings)                 # the server, as `offline serve` runs it
+    offline.serve.app.create_app(settings, models)    # the ASGI app
+    offline.serve.app.load_models(settings)           # the export directories, verified
+    offline.serve.models.load_model(directory)        # one export, verified and loaded
+    offline.serve.models.verify_manifest(directory)
+    offline.serve.auth.KeyStore / add_key             # API keys (hashed at rest)
+    offline.serve.settings.ServeSettings              # options and OFFLINE_SERVE_*
+"""

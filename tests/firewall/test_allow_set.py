@@ -16,9 +16,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from offline.errors import ConfigError
-from offline.firewall import Policy, make_policy, plan_text
-from offline.firewall.policy import Network, load_policy
-from offline.firewall.render import iptables_rules, nft_script
+from offline.firewall.policy import Network, Policy, load_policy, make_policy
+from offline.firewall.render import iptables_rules, nft_script, plan_text
 from offline.firewall.verify import Verification, applied_policy
 
 # Written out here, not imported: the test's own idea of the space that is not public.

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from offline.errors import ConfigError
-from offline.firewall import make_policy, plan_text
 from offline.firewall.backend import legacy_rules, links
-from offline.firewall.render import iptables_rules, nft_script
+from offline.firewall.policy import make_policy
+from offline.firewall.render import iptables_rules, nft_script, plan_text
 from tests.fixtures.netns import ROOT, namespace
 
 

@@ -14,7 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from offline.errors import IntegrityError, NotFoundError
-from offline.serve import ServeSettings, add_key, create_app, load_model
+from offline.serve.app import create_app
+from offline.serve.auth import add_key
+from offline.serve.models import load_model
+from offline.serve.settings import ServeSettings
 from tests.serve.conftest import Exports
 
 pytestmark = pytest.mark.integration

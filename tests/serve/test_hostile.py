@@ -18,9 +18,11 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offline.serve import ServeSettings, create_app, load_model
+from offline.serve.app import create_app
 from offline.serve.engine import BadInput
 from offline.serve.generation import GenerationError, Sampling, choose
+from offline.serve.models import load_model
+from offline.serve.settings import ServeSettings
 from tests.serve.conftest import Exports
 from tests.serve.fuzz import fuzz
 

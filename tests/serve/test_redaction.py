@@ -73,7 +73,9 @@ def test_no_credential_reaches_a_log_line(tmp_path: Path, caplog: pytest.LogCapt
 def test_the_real_server_logs_neither_the_callers_key_nor_a_prompts_credentials(
     exports: Exports, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from offline.serve import ServeSettings, add_key, create_app
+    from offline.serve.app import create_app
+    from offline.serve.auth import add_key
+    from offline.serve.settings import ServeSettings
 
     keys, audit = tmp_path / "keys", tmp_path / "audit.jsonl"
     token = add_key(keys, "ops")

@@ -8,7 +8,7 @@ import pytest
 
 from offline.cli.serve import settings_from
 from offline.errors import ConfigError
-from offline.serve import ServeSettings
+from offline.serve.settings import ServeSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy/serve"
 

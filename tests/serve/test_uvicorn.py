@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from offline.serve import add_key
+from offline.serve.auth import add_key
 from tests.serve.conftest import Exports, Server, running
 from tests.serve.fuzz import fuzz
 

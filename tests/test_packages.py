@@ -1,0 +1,49 @@
+"""One public-API convention for every package: its ``__init__`` imports nothing (users import
+from the modules it lists), so importing any one module loads only what that module needs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+OFFLINE = Path(__file__).resolve().parents[1] / "offline"
+PACKAGES = sorted(p.parent.relative_to(OFFLINE.parent) for p in OFFLINE.rglob("__init__.py"))
+HEAVY = ("fastapi", "torch", "transformers", "tvm", "deepspeed", "pyarrow", "dvc", "uvicorn")
+
+
+@pytest.mark.parametrize("package", [".".join(p.parts) for p in PACKAGES])
+def test_a_package_init_imports_nothing(package: str) -> None:
+    init = OFFLINE.parent / package.replace(".", "/") / "__init__.py"
+    tree = ast.parse(init.read_text())
+    imports = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
+    ]
+    if package == "offline":  # the version, and nothing else
+        assert [ast.unparse(n) for n in imports] == [
+            "from importlib.metadata import PackageNotFoundError, version"
+        ]
+        return
+    if package == "offline.cli":  # the `offline` command: each group's module loads lazily
+        loaded = {n.module for n in imports if isinstance(n, ast.ImportFrom)}
+        assert loaded <= {"typing", "offline", "offline.errors"}, loaded
+        return
+    assert imports == [], f"{init} imports {[ast.unparse(n) for n in imports]}"
+
+
+def test_the_light_modules_load_no_heavy_framework() -> None:
+    light = ["offline.serve.settings", "offline.airgap", "offline.config", "offline.fsutil",
+             "offline.firewall.policy", "offline.errors"]  # fmt: skip
+    code = (
+        f"import importlib, json, sys; [importlib.import_module(m) for m in {light!r}];"
+        f" print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
