@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from offline.airgap import offline_env
+from offline.data.layout import LAYOUT
 
 NETNS = "deepseek-demo"
 TINY = "tiny"  # the embedded default model, built on the isolated host
@@ -368,7 +369,7 @@ def use_base_model(ws: Path, model: Path) -> None:
     (ws / "train.yaml").write_text(yaml.safe_dump(train, sort_keys=False))
     pipeline = yaml.safe_load((ws / "dvc.yaml").read_text())
     stage = pipeline["stages"]["train"]
-    stage["deps"] = [where if dep == "models/tiny" else dep for dep in stage["deps"]]
+    stage["deps"] = [where if dep == LAYOUT.tiny else dep for dep in stage["deps"]]
     export = pipeline["stages"]["export"]
     export["cmd"] = [PRETRAINED_INT8 if c.endswith("/trained-int8") else c for c in export["cmd"]]
     export["cmd"] = [c for c in export["cmd"] if not c.endswith("/trained-none")]
@@ -391,7 +392,7 @@ def run(demo: Demo, repo: Path) -> dict[str, Any]:
     )  # fmt: skip
     figures: dict[str, Any] = {"doctor": _doctor(demo)}
     offline = str(demo.bin / "offline")
-    sample = [offline, "data", "sample", "--out", "data/raw"]
+    sample = [offline, "data", "sample", "--out", LAYOUT.raw]
     if demo.rows:
         sample += ["--rows", str(demo.rows)]
     demo.stage("init", [[offline, "init", str(ws)]])
@@ -471,7 +472,7 @@ def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
     cls_port, lm_port = demo.port, demo.port + 1
     for model, port in (("classifier-int8", cls_port), ("trained-int8", lm_port)):
         argv = [
-            offline, "serve", "--model", str(demo.ws / "models/export" / model),
+            offline, "serve", "--model", str(demo.ws / LAYOUT.exports / model),
             "--port", str(port), "--api-keys", str(keys),
             "--audit-log", str(demo.ws / "audit.jsonl"),
         ]  # fmt: skip
@@ -501,7 +502,7 @@ def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
 def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
     """One line of key figures per stage, from the files the stages wrote."""
     lines: dict[str, str] = {}
-    datasets = _json(ws / "metrics/clean.json").get("datasets", {})
+    datasets = _json(ws / LAYOUT.metric("clean")).get("datasets", {})
     if datasets:
         kept = sum(d.get("rows_out", 0) for d in datasets.values())
         rejected = sum(d.get("rejected", 0) for d in datasets.values())
@@ -513,7 +514,7 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
             f"{len(datasets)} datasets: {kept} rows kept, {rejected} rejected with a reason"
             f" (data/rejected), {pii} PII spans found and masked"
         )
-    label = _json(ws / "metrics/label.json")
+    label = _json(ws / LAYOUT.metric("label"))
     if label:
         tickets = label.get("classification", {})
         total, done = tickets.get("tasks", 0), tickets.get("annotated_tasks", 0)
@@ -523,7 +524,7 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
             f" {tickets.get('from_predictions_only', 0)} accepted labels, label the"
             f" {total - done} tickets no rule matched"
         )
-    split_metrics = _json(ws / "metrics/split.json")
+    split_metrics = _json(ws / LAYOUT.metric("split"))
     split = split_metrics.get("datasets", {})
     if split:
         studio = split_metrics.get("labelstudio_labels", {})
@@ -535,7 +536,7 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
                 f"{name} {n}" for name, n in studio.items()
             )
     for stage, name in (("train (SFT)", "train"), ("train (classifier)", "train_classifier")):
-        m = _json(ws / f"metrics/{name}.json")
+        m = _json(ws / LAYOUT.metric(name))
         if m:
             keys = ("steps", "loss_first", "loss", "eval_loss", "accuracy", "tokens_per_s")
             lines[stage] = ", ".join(
@@ -543,7 +544,7 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
             )
     export = []
     for model in ("classifier", "trained"):
-        card = _card(ws / f"models/export/{model}-int8")
+        card = _card(ws / LAYOUT.exports / f"{model}-int8")
         for art in card.get("artifacts", []):
             if art["format"] == "tvm":
                 par, lat = art["parity"], art["latency_ms"]
@@ -555,7 +556,7 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
         lines["export"] = "; ".join(export)
     evaluated = []
     for model in ("classifier", "trained"):
-        m = _json(ws / f"metrics/eval_{model}.json")
+        m = _json(ws / LAYOUT.metric(f"eval_{model}"))
         if not m:
             continue
         deployed, eager = m["backends"][m["deployed"]], m["backends"]["eager"]
@@ -605,7 +606,7 @@ def summary(demo: Demo, figures: dict[str, Any], total: float) -> str:
         )
     out.append("")
     out.append(f"  total {total / 60:.1f} min (goal: 15 min on 2 CPUs after the first install)")
-    exports = os.path.relpath(demo.ws / "models/export")
+    exports = os.path.relpath(demo.ws / LAYOUT.exports)
     out.append(f"  artifacts: {exports} (edge packages: *-aarch64/*.tar)")
     if demo.gap is None:
         out.append(

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from offline.cli.render import print_json
+from offline.data.layout import LAYOUT
 
 app = typer.Typer(
     help="Label with a local Label Studio server (telemetry off).", no_args_is_help=True
@@ -94,7 +95,7 @@ def push_cmd(
         str, typer.Option(help="ner, classification, sft_review, conversation_review.")
     ],
     input_path: Annotated[Path, typer.Option("--input", help="Cleaned shards.")] = Path(
-        "data/clean"
+        LAYOUT.clean
     ),
     dataset: Annotated[str | None, typer.Option(help="Only this dataset's shards.")] = None,
     project: Annotated[
@@ -154,7 +155,7 @@ def sample_cmd(
 @app.command("pull")
 def pull_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory for the Parquet files.")] = Path(
-        "data/labeled"
+        LAYOUT.labeled
     ),
     keep_last: Annotated[
         bool,

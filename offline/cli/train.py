@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from offline.cli.render import print_json
+from offline.data.layout import LAYOUT
 from offline.errors import ConfigError
 
 
@@ -41,7 +42,7 @@ def init_model_cmd(
     out: Annotated[Path, typer.Option("--out", help="New directory for the model.")],
     tokenizer_from: Annotated[
         Path, typer.Option("--tokenizer-from", help="Cleaned shards to train the tokenizer on.")
-    ] = Path("data/clean"),
+    ] = Path(LAYOUT.clean),
     arch: Annotated[
         str,
         typer.Option(

@@ -24,16 +24,17 @@ import pyarrow.parquet as pq
 
 from offline.data import tabular
 from offline.data.io import Quarantined, read_dataset
+from offline.data.layout import LAYOUT
 from offline.data.params import Dataset, Params, load_params
 from offline.data.records import schema_for
 from offline.data.steps import REGISTRY
 from offline.data.steps.base import Context, Outcome, Step
 from offline.fsutil import atomic_write_text, replace_dir
 
-CLEAN_DIR = Path("data/clean")
-REJECTED_DIR = Path("data/rejected")
-METRICS = Path("metrics/clean.json")
-STEPS_PLOT = Path("metrics/clean_steps.json")
+CLEAN_DIR = Path(LAYOUT.clean)
+REJECTED_DIR = Path(LAYOUT.rejected)
+METRICS = Path(LAYOUT.metric("clean"))
+STEPS_PLOT = Path(LAYOUT.metric("clean_steps"))
 ROW_GROUP_ROWS = 16_384
 
 LEDGER_SCHEMA = pa.schema(

@@ -25,13 +25,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline.data.clean import CLEAN_DIR
+from offline.data.layout import LAYOUT
 from offline.data.params import Params, SplitParams, load_params
 from offline.errors import NotFoundError
 from offline.fsutil import atomic_write_text, replace_dir
 
-SPLIT_DIR = Path("data/split")
-LABELED_DIR = Path("data/labeled")
-METRICS = Path("metrics/split.json")
+SPLIT_DIR = Path(LAYOUT.split)
+LABELED_DIR = Path(LAYOUT.labeled)
+METRICS = Path(LAYOUT.metric("split"))
 SIDES = ("train", "validation", "test")
 
 

@@ -18,11 +18,12 @@ import pyarrow.compute as pc
 
 from offline.data import tabular
 from offline.data.io import MALFORMED, MISSING, OVERSIZED, WRONG_TYPE, read_dataset
+from offline.data.layout import LAYOUT
 from offline.data.params import Dataset, Params, ValidateParams, load_params
 from offline.errors import DataError
 from offline.fsutil import atomic_write_text
 
-REPORT = Path("metrics/validate.json")
+REPORT = Path(LAYOUT.metric("validate"))
 ROLES = {"system", "user", "assistant"}
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from offline import airgap
+from offline.data.layout import LAYOUT, TEMPLATES, render
 from offline.data.params import default_params, dump_params
 from offline.errors import ConfigError, ToolError
 from offline.fsutil import atomic_write_text
@@ -58,188 +59,9 @@ __pycache__/
 
 def stages() -> dict[str, Any]:
     """The ``dvc.yaml`` stages: validate -> clean -> label -> split -> init_model -> train
-    (SFT and classifier) -> export -> evaluate."""
-    return {
-        "stages": {
-            "validate": {
-                "cmd": "offline data validate",
-                "deps": ["data/raw"],
-                "params": ["datasets", "validate"],
-                "metrics": [{"metrics/validate.json": {"cache": False}}],
-            },
-            "clean": {
-                "cmd": "offline data clean",
-                "deps": ["data/raw", "metrics/validate.json"],
-                "params": ["datasets", "clean"],
-                "outs": ["data/clean", "data/rejected"],
-                "metrics": [{"metrics/clean.json": {"cache": False}}],
-                "plots": [
-                    {
-                        "metrics/clean_steps.json": {
-                            "cache": False,
-                            "x": "kept",
-                            "y": "step",
-                            "template": "offline_bar",
-                            "title": "rows kept after each cleaning step",
-                        }
-                    }
-                ],
-            },
-            # Re-pulled on every repro (annotations change on the server, not in files); until
-            # a project is pushed it writes an empty snapshot and needs no server. With the
-            # server stopped, or in a fresh clone after `dvc pull`, the last snapshot is kept
-            # (persist: DVC does not delete it first) and metrics/label.json says so.
-            "label": {
-                "cmd": "offline label pull --out data/labeled --keep-last",
-                "deps": ["data/clean"],
-                "outs": [{"data/labeled": {"persist": True}}],
-                "metrics": [{"metrics/label.json": {"cache": False, "persist": True}}],
-                "always_changed": True,
-            },
-            "split": {
-                "cmd": "offline data split",
-                "deps": ["data/clean", "data/labeled"],
-                "params": ["datasets", "split"],
-                "outs": ["data/split"],
-                "metrics": [{"metrics/split.json": {"cache": False}}],
-            },
-            # The embedded default model: random weights, a tokenizer trained on the cleaned text.
-            "init_model": {
-                "cmd": "offline train init-model --tokenizer-from data/clean --out models/tiny",
-                "deps": ["data/clean"],
-                "outs": ["models/tiny"],
-            },
-            # A changed config or data is a new run (its own checkpoint directory); the same
-            # run interrupted picks up from its newest valid checkpoint.
-            "train": {
-                "cmd": "offline train --config train.yaml --resume auto",
-                "deps": ["train.yaml", "models/tiny", "data/split"],
-                "outs": ["models/trained"],
-                "metrics": [{"metrics/train.json": {"cache": False}}],
-                "plots": [
-                    {
-                        "metrics/train_loss.json": {
-                            "cache": False,
-                            "x": "step",
-                            "y": "loss",
-                            "template": "offline_line",
-                            "title": "training loss",
-                        }
-                    }
-                ],
-            },
-            # The same model fine-tuned as a ticket classifier (labels from the split).
-            "train_classifier": {
-                "cmd": "offline train --config train-classifier.yaml --resume auto",
-                "deps": ["train-classifier.yaml", "models/tiny", "data/split"],
-                "outs": ["models/classifier"],
-                "metrics": [{"metrics/train_classifier.json": {"cache": False}}],
-            },
-            # Every format for this host, fp32 and int8, and int8 TVM for aarch64 edge
-            # devices; each host artifact is gated against the eager model on the held-out
-            # split, and each edge package carries rows for `run_edge.py --self-test`.
-            "export": {
-                "cmd": [
-                    f"offline export --model models/{model} {formats} --quantize {quantize}"
-                    f" --sample data/split/{data}/test.parquet --out models/export/{model}-{name}"
-                    for model, data in (("trained", "conversations"), ("classifier", "tickets"))
-                    for name, quantize, formats in (
-                        ("none", "none", HOST_FORMATS),
-                        ("int8", "int8", HOST_FORMATS),
-                        ("aarch64", "int8", "--format tvm --target aarch64"),
-                    )
-                ],
-                "deps": ["models/trained", "models/classifier", "data/split"],
-                "outs": ["models/export"],
-            },
-            # The int8 exports that get deployed, on every held-out row, with each host format
-            # and the fp32 eager model side by side: `dvc metrics diff` compares runs.
-            "evaluate": {
-                "cmd": [
-                    "offline evaluate --model models/export/classifier-int8"
-                    " --data data/split/tickets/test.parquet --out metrics/eval_classifier.json"
-                    " --confusion metrics/eval_classifier_confusion.json",
-                    "offline evaluate --model models/export/trained-int8"
-                    " --data data/split/conversations/test.parquet"
-                    " --out metrics/eval_trained.json",
-                ],
-                "deps": ["models/export", "data/split"],
-                "metrics": [
-                    {"metrics/eval_classifier.json": {"cache": False}},
-                    {"metrics/eval_trained.json": {"cache": False}},
-                ],
-                "plots": [
-                    {
-                        "metrics/eval_classifier_confusion.json": {
-                            "cache": False,
-                            "x": "actual",
-                            "y": "predicted",
-                            "template": "offline_confusion",
-                            "title": "ticket classifier (int8, deployed backend): test split",
-                        }
-                    }
-                ],
-            },
-        }
-    }
-
-
-HOST_FORMATS = "--format torchscript --format pt2 --format tvm"
-
-TRAIN_CONFIG = """\
-# offline train --config train.yaml [key=value ...]; `offline train validate` lists every
-# problem at once, `offline train plan` prints the DeepSpeed JSON. Paths are relative to this
-# directory. Every key and its default: README "Training".
-model: models/tiny
-task: sft  # sft | classification | pretrain
-data:
-  train: data/split/conversations/train.parquet
-  validation: data/split/conversations/validation.parquet
-  max_length: 256
-output_dir: models/trained
-precision: auto  # bf16 on a GPU that has it, fp32 on CPU
-zero_stage: 2
-micro_batch_size: 8
-gradient_accumulation_steps: 1
-max_steps: 100
-learning_rate: 0.003
-warmup_steps: 10
-eval_every: 25
-seed: 42
-checkpoint:
-  dir: checkpoints
-  full_every: 50  # engine, optimizer, scheduler, RNG, data position
-  light_every: 25  # weights only
-  keep: 3
-guards:
-  spike:
-    action: rollback  # warn | stop | rollback
-"""
-
-CLASSIFIER_CONFIG = """\
-# The ticket classifier: the default model with a classification head, on the split tickets.
-model: models/tiny
-task: classification
-data:
-  train: data/split/tickets/train.parquet
-  validation: data/split/tickets/validation.parquet
-  label_column: label
-  max_length: 128
-output_dir: models/classifier
-log_dir: logs/train_classifier
-metrics_file: metrics/train_classifier.json
-plot_file: metrics/train_classifier_loss.json
-zero_stage: 2
-micro_batch_size: 16
-max_steps: 100
-learning_rate: 0.003
-warmup_steps: 10
-eval_every: 50
-checkpoint:
-  dir: checkpoints
-  full_every: 50
-  light_every: 50
-"""
+    (SFT and classifier) -> export -> evaluate (``assets/dvc.yaml``, paths from the layout)."""
+    data: dict[str, Any] = yaml.safe_load(render("dvc.yaml"))
+    return data
 
 
 @dataclass
@@ -301,10 +123,8 @@ def _write_files(directory: Path) -> list[str]:
     params = yaml.safe_dump(dump_params(default_params()), sort_keys=False, allow_unicode=True)
     files = {
         "params.yaml": PARAMS_HEADER + params,
-        "dvc.yaml": yaml.safe_dump(stages(), sort_keys=False),
         ".gitignore": GITIGNORE,
-        "train.yaml": TRAIN_CONFIG,
-        "train-classifier.yaml": CLASSIFIER_CONFIG,
+        **{name: render(name) for name in TEMPLATES},  # dvc.yaml and the training configs
     }
     # The page and the Vega-Lite templates: none names a URL, so nothing is fetched to render.
     assets = resources.files("offline.data").joinpath("assets")
@@ -313,8 +133,8 @@ def _write_files(directory: Path) -> list[str]:
     for rel, text in files.items():
         (directory / rel).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / rel, text)
-    (directory / "data" / "raw").mkdir(parents=True, exist_ok=True)
-    (directory / "metrics").mkdir(exist_ok=True)
+    (directory / LAYOUT.raw).mkdir(parents=True, exist_ok=True)
+    (directory / LAYOUT.metrics).mkdir(exist_ok=True)
     return sorted(files)
 
 

@@ -19,14 +19,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from offline.data.layout import LAYOUT
 from offline.errors import ConfigError, NetworkError, NotFoundError
 from offline.fsutil import atomic_write_text, replace_dir
 from offline.labeling import agreement, rules, templates
 from offline.labeling.server import require_running, state_dir, status
 
 IMPORT_CHUNK = 500
-LABELED_DIR = Path("data/labeled")
-METRICS = Path("metrics/label.json")
+LABELED_DIR = Path(LAYOUT.labeled)
+METRICS = Path(LAYOUT.metric("label"))
 
 
 @dataclass

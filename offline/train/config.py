@@ -13,12 +13,13 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from offline.config import Strict, apply_overrides, config_error, read_yaml, validate
+from offline.data.layout import LAYOUT
 from offline.errors import ConfigError
 
 
 class DataConfig(Strict):
-    train: str = "data/split/tickets/train.parquet"
-    validation: str | None = "data/split/tickets/validation.parquet"
+    train: str = LAYOUT.split_file("tickets", "train")
+    validation: str | None = LAYOUT.split_file("tickets", "validation")
     max_length: int = Field(256, ge=8)
     label_column: str = "label"  # classification
     text_column: str | None = None  # pretrain/classification; None: `text`, else every text field
@@ -43,7 +44,7 @@ class LoraConfig(Strict):
 
 
 class CheckpointConfig(Strict):
-    dir: str = "checkpoints"
+    dir: str = LAYOUT.checkpoints
     full_every: int = Field(500, ge=1)  # engine, optimizer, scheduler, RNG, data position
     light_every: int = Field(100, ge=1)  # weights only
     keep: int = Field(3, ge=1)
@@ -75,10 +76,12 @@ class TrainConfig(Strict):
     model: str
     task: Literal["sft", "classification", "pretrain"] = "sft"
     data: DataConfig = DataConfig()
-    output_dir: str = "models/trained"
-    log_dir: str = "logs/train"  # train.jsonl (a line per step and per event) and TensorBoard
-    metrics_file: str = "metrics/train.json"
-    plot_file: str = "metrics/train_loss.json"
+    output_dir: str = LAYOUT.trained
+    log_dir: str = (
+        f"{LAYOUT.logs}/train"  # train.jsonl (a line per step and per event) and TensorBoard
+    )
+    metrics_file: str = LAYOUT.metric("train")
+    plot_file: str = LAYOUT.metric("train_loss")
     eval_every: int = Field(50, ge=1)
     eval_batches: int = Field(50, ge=1)  # per evaluation, across all ranks
     # auto: bf16 on an accelerator that has it, else fp32 (CPU runs)
