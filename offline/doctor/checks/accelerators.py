@@ -24,8 +24,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
-import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from offline.doctor.context import Context
+from offline.doctor.host import Ran, canonical, run
 from offline.doctor.model import Check, Result, Severity, passed, problem, skipped, warning
 
 GROUP = "accelerators"
@@ -110,42 +109,9 @@ T = TypeVar("T")
 # --- facts: nvidia-smi, torch, device files --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Ran:
-    """A finished (or killed) subprocess; ``code`` is None when it ran out of time."""
-
-    code: int | None
-    out: str
-    err: str = ""
-
-    @property
-    def text(self) -> str:
-        return (self.out + "\n" + self.err).strip()
-
-
 def run_command(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> Ran:
     """Run ``argv``; on timeout kill its whole process group, so no child keeps the pipes open."""
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            env=dict(env),
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return Ran(127, "", f"cannot run {argv[0]}: {exc.strerror or exc}")
-    with proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            return Ran(None, out, err)
-    return Ran(proc.returncode, out, err)
+    return run(argv, timeout, env)
 
 
 @dataclass(frozen=True)
@@ -282,10 +248,6 @@ class TorchBuild:
     arch_list: tuple[str, ...] = ()
 
 
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def bundle_packages(context: Context) -> dict[str, str]:
     """Package name (normalised) -> version over all of the manifest's envs."""
     found: dict[str, str] = {}
@@ -294,7 +256,7 @@ def bundle_packages(context: Context) -> dict[str, str]:
         packages = env.get("packages") if isinstance(env, dict) else None
         for pkg in packages if isinstance(packages, list) else []:
             if isinstance(pkg, dict) and pkg.get("name") and pkg.get("version"):
-                found.setdefault(_normal(str(pkg["name"])), str(pkg["version"]))
+                found.setdefault(canonical(str(pkg["name"])), str(pkg["version"]))
     return found
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from offline.bundle.installed import read_record
 from offline.doctor.context import Context
+from offline.doctor.host import run
 from offline.doctor.model import Check, Result, passed, problem, skipped
 from offline.fsutil import sha256_file, sha256_many
 
@@ -31,10 +31,7 @@ def manifest(context: Context) -> Result:
 def _openssl_verify(bundle: Path, pubkey: Path) -> bool:
     cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pubkey), "-rawin"]
     cmd += ["-in", str(bundle / "manifest.json"), "-sigfile", str(bundle / "manifest.sig")]
-    try:
-        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    return run(cmd, 10).ok
 
 
 def signature(context: Context) -> Result:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from offline.doctor.context import Context
+from offline.doctor.host import run
 from offline.doctor.model import Check, Result, passed, problem, skipped
 
 ALLOWED_ENV = "DEEPSEEK_OFFLINE_ALLOWED_CIDRS"
@@ -152,22 +152,12 @@ def inside(address: str, networks: list[Network]) -> bool:
 def ssh(binary: str, host: str, command: str, env: Mapping[str, str]) -> tuple[bool, str]:
     """Run ``command`` on ``host`` without prompts: (succeeded, stdout or the error's last line)."""
     argv = [binary, *SSH_OPTIONS, host, command]
-    try:
-        done = subprocess.run(
-            argv,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=SSH_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
+    done = run(argv, SSH_TIMEOUT, env)
+    if done.code is None:
         return False, f"no answer within {SSH_TIMEOUT:g} s"
-    if done.returncode == 0:
-        return True, done.stdout.strip()
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return False, lines[-1].strip() if lines else f"ssh exited with code {done.returncode}"
+    if done.code == 0:
+        return True, done.out.strip()
+    return False, done.last_error_line or f"ssh exited with code {done.code}"
 
 
 def read(context: Context) -> Hostfile | Result:

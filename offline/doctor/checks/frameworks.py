@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +36,7 @@ from typing import Any
 
 from offline.airgap import OFFLINE_ENV
 from offline.doctor.context import Context
+from offline.doctor.host import canonical, run
 from offline.doctor.model import Check, Result, passed, problem, skipped, warning
 
 MARKER = "@@deepseek-doctor-probe@@ "
@@ -259,11 +259,6 @@ class Framework:
     after_torch: bool = False  # its import begins by importing torch: fork it from a TorchHost
 
 
-def canonical(name: str) -> str:
-    """A distribution name as PEP 503 compares it."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def locked_packages(context: Context) -> set[str] | None:
     """Canonical names of the packages in the bundle's locks; None without a manifest."""
     if context.manifest is None:
@@ -313,26 +308,10 @@ def _tail(text: str) -> str:
 
 def run_probe(python: str, argv: list[str], env: Mapping[str, str], timeout: float) -> Probe:
     """Run ``python -P -c ...argv`` in its own session; kill the whole session at ``timeout``."""
-    started = time.monotonic()
-    child = subprocess.Popen(
-        [python, "-P", "-c", *argv],
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    try:
-        out, err = child.communicate(timeout=timeout)
-        code: int | None = child.returncode
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        out, err = child.communicate()
-        code = None
-    return Probe(parse(out), code, _tail(err), time.monotonic() - started)
+    ran = run([python, "-P", "-c", *argv], timeout, env)
+    if not ran.started:
+        raise OSError(ran.err.removeprefix(f"cannot run {python}: "))
+    return Probe(parse(ran.out), ran.code, ran.last_error_line, ran.seconds)
 
 
 def _read(path: Path) -> str:

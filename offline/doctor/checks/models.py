@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from offline.doctor.context import Context
+from offline.doctor.host import run
 from offline.doctor.model import Check, Result, passed, problem, skipped
 from offline.errors import IntegrityError
 
@@ -49,16 +49,14 @@ def workspace(context: Context) -> Result:
         )
     env = {**context.environ, "DVC_NO_ANALYTICS": "1"}
     cmd = [context.python, "-m", "dvc", "status", "--quiet"]
-    try:
-        proc = subprocess.run(
-            cmd, cwd=context.workspace, capture_output=True, text=True, timeout=60, env=env
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return problem(f"dvc status could not run: {exc}", "check the DVC install (fw.dvc)")
-    if proc.returncode == 0:
+    proc = run(cmd, 60, env, cwd=context.workspace)
+    if proc.code is None or proc.code == 127:
+        why = proc.err or "no answer in 60 s"
+        return problem(f"dvc status could not run: {why}", "check the DVC install (fw.dvc)")
+    if proc.code == 0:
         return passed("dvc status: pipeline and data up to date")
     return problem(
-        "dvc status reports changes: " + (proc.stdout or proc.stderr).strip()[:300],
+        "dvc status reports changes: " + (proc.out or proc.err).strip()[:300],
         f"cd {context.workspace} && dvc repro",
     )
 

@@ -34,12 +34,12 @@ import re
 import shutil
 import socket
 import struct
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from offline.doctor.context import Context
+from offline.doctor.host import run
 from offline.doctor.model import Check, Result, passed, problem, skipped
 from offline.firewall.probes import (
     Probe,
@@ -352,15 +352,12 @@ def _dump(argv: Sequence[str], path: str) -> tuple[str | None, str]:
     found = shutil.which(argv[0], path=path)
     if found is None:
         return None, f"{argv[0]} is not on PATH"
-    try:
-        proc = subprocess.run(
-            [found, *argv[1:]], capture_output=True, text=True, timeout=_TOOL_TIMEOUT
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{argv[0]}: {exc}"
-    if proc.returncode != 0:
-        return None, f"{' '.join(argv)}: {proc.stderr.strip() or f'exit {proc.returncode}'}"
-    return proc.stdout, ""
+    proc = run([found, *argv[1:]], _TOOL_TIMEOUT)
+    if proc.code is None:
+        return None, f"{argv[0]}: no answer in {_TOOL_TIMEOUT} s"
+    if proc.code != 0:
+        return None, f"{' '.join(argv)}: {proc.err.strip() or f'exit {proc.code}'}"
+    return proc.out, ""
 
 
 def _unanswered(argv: Sequence[str]) -> tuple[str | None, str]:

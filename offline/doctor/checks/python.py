@@ -7,13 +7,13 @@ only), so the doctor works whatever is broken inside that environment.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from offline.doctor.context import Context
+from offline.doctor.host import canonical, run
 from offline.doctor.model import Check, Result, passed, problem, skipped, warning
 
 # Packages that are not in a lock yet are expected in every env.
@@ -48,10 +48,6 @@ print(json.dumps({"version": "%d.%d.%d" % sys.version_info[:3], "prefix": sys.pr
 """
 
 
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 @dataclass
 class _Facts:
     """Facts about one env's interpreter, gathered once and shared by its checks."""
@@ -74,27 +70,23 @@ class _Facts:
 
     def _load(self) -> None:
         cmd = [self.python, "-I", "-c", _FACTS, "1" if self.deep else "0"]
-        try:
-            proc = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=_DEEP_TIMEOUT if self.deep else _FACTS_TIMEOUT,
-                env=self.environ,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self._error = f"{self.python} could not run: {exc}"
+        timeout = _DEEP_TIMEOUT if self.deep else _FACTS_TIMEOUT
+        ran = run(cmd, timeout, self.environ)
+        if ran.code is None or ran.code == 127:
+            self._error = f"{self.python} could not run: {ran.err or f'no answer in {timeout} s'}"
             return
-        if proc.returncode != 0:
-            self._error = f"{self.python} failed: {proc.stderr.strip().splitlines()[-1:]}"
+        if ran.code != 0:
+            self._error = f"{self.python} failed: {ran.last_error_line}"
             return
-        self._data = json.loads(proc.stdout)
+        data = json.loads(ran.out)
+        data["dists"] = {canonical(k): v for k, v in data["dists"].items()}
+        self._data = data
 
 
 def _locked(context: Context, env: str) -> dict[str, str]:
     for entry in (context.manifest or {}).get("envs", []):
         if entry.get("name") == env:
-            return {_canonical(p["name"]): p["version"] for p in entry.get("packages", [])}
+            return {canonical(p["name"]): p["version"] for p in entry.get("packages", [])}
     return {}
 
 
@@ -150,12 +142,10 @@ def _is_remote_setting(line: str) -> bool:
 
 def _pip_index(context: Context, facts: _Facts) -> Result:
     cmd = [facts.python, "-m", "pip", "config", "list"]
-    try:
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=15, env=facts.environ
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return skipped(f"pip config could not be read: {exc}")
+    ran = run(cmd, 15, facts.environ)
+    if ran.code is None or ran.code == 127:
+        return skipped(f"pip config could not be read: {ran.err or 'no answer in 15 s'}")
+    out = ran.out
     remote = [line for line in out.splitlines() if _is_remote_setting(line)]
     remote += [
         f"{k}={v}"
