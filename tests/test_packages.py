@@ -47,3 +47,9 @@ def test_the_light_modules_load_no_heavy_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_the_pre_labelling_rules_do_not_load_the_sample_generator() -> None:
+    code = "import sys, offline.labeling.rules; print('offline.data.sample' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -48,6 +48,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from offline.data.keywords import CATEGORIES, CATEGORY_KEYWORDS
 from offline.errors import ConfigError
 from offline.fsutil import atomic_writer, disk_errors
 
@@ -76,36 +77,7 @@ NEAR_MIN_JACCARD = 0.8
 MIN_TEXT_CHARS = 130
 OVERSIZED_BYTES = 1_000_000
 
-CATEGORIES = ("billing", "shipping", "account", "technical", "refund", "other")
 _CATEGORY_WEIGHTS = (18, 20, 17, 20, 15, 10)
-
-# Lower-case substrings; every sample text of a category holds one of its own and none of the
-# others' ("other" is the fallback: no keyword at all).
-# fmt: off
-CATEGORY_KEYWORDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "billing": {
-        "en": ("invoice", "billing", "billed", "charged", "payment", "receipt"),
-        "zh": ("发票", "账单", "扣费", "扣款", "付款"),
-    },
-    "shipping": {
-        "en": (
-            "delivery", "delivered", "shipping", "shipped", "package", "parcel", "courier",
-            "tracking",
-        ),
-        "zh": ("快递", "物流", "发货", "包裹", "配送"),
-    },
-    "account": {
-        "en": ("password", "log in", "login", "sign in", "account", "verification code"),
-        "zh": ("密码", "登录", "账号", "验证码"),
-    },
-    "technical": {
-        "en": ("error", "crash", "bug", "not working", "freezes", "keeps restarting"),
-        "zh": ("报错", "无法", "崩溃", "闪退", "故障"),
-    },
-    "refund": {"en": ("refund", "money back", "reimburs"), "zh": ("退款", "退货", "退钱")},
-    "other": {"en": (), "zh": ()},
-}
-# fmt: on
 
 Record = dict[str, Any]
 Key = dict[str, Any]

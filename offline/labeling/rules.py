@@ -3,7 +3,7 @@
 A prediction is what Label Studio shows an annotator before they start:
 ``{"model_version", "score", "result": [...]}``, ``result`` in the same item format an annotation
 has. :func:`keyword_prediction` guesses a category from bilingual keywords (by default the sample
-tickets' :data:`~offline.data.sample.CATEGORY_KEYWORDS`); :func:`label_prediction` turns a known
+tickets' :data:`~offline.data.keywords.CATEGORY_KEYWORDS`); :func:`label_prediction` turns a known
 label (a dataset's ``label`` column, a model's output) into one; :func:`predictions_from_file`
 reads a ``--predictions`` JSONL file.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offline.data.sample import CATEGORY_KEYWORDS
+from offline.data.keywords import CATEGORY_KEYWORDS
 from offline.errors import ConfigError, NotFoundError
 from offline.labeling.templates import Control, Template
 
