@@ -9,7 +9,6 @@ failed run leaves the previous outputs whole. Same input and params give byte-id
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import time
@@ -17,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,8 +26,8 @@ from offline.data.io import Quarantined, read_dataset
 from offline.data.layout import LAYOUT
 from offline.data.params import Dataset, Params, load_params
 from offline.data.records import schema_for
-from offline.data.steps import REGISTRY
-from offline.data.steps.base import Context, Outcome, Step
+from offline.data.steps.base import Context, Outcome, Scrubber, Step
+from offline.data.steps.registry import registry
 from offline.fsutil import atomic_write_text, replace_dir
 
 CLEAN_DIR = Path(LAYOUT.clean)
@@ -159,13 +158,16 @@ class CleanReport:
         return sum(d.rows_out for d in self.datasets if d.kind != "tabular")
 
     def metrics(self) -> dict[str, Any]:
+        specs = registry()
         pii: Counter[str] = Counter()
         dedup: dict[str, Counter[str]] = {}
         for d in self.datasets:
-            pii.update(d.steps["pii"].counts if "pii" in d.steps else {})
-            for step in ("exact_dedup", "near_dedup"):
-                if step in d.final:
-                    dedup.setdefault(step, Counter()).update(d.final[step])
+            for name, stats in d.steps.items():
+                if name in specs and specs[name].counts_in == "pii":
+                    pii.update(stats.counts)
+            for name, final in d.final.items():
+                if specs[name].final_in == "dedup":
+                    dedup.setdefault(name, Counter()).update(final)
         return {
             "datasets": {d.name: d.as_dict() for d in self.datasets},
             "totals": {
@@ -186,11 +188,9 @@ class CleanReport:
 def build_steps(params: Params, ctx: Context) -> list[Step]:
     """The dataset's chain, in params order, without the steps that do not apply to its kind."""
     steps = []
+    specs = registry()
     for name in params.clean.steps:
-        module, _, factory = REGISTRY[name]
-        step: Step = getattr(importlib.import_module(module), factory)(
-            getattr(params.clean, name), ctx
-        )
+        step = specs[name].build(params.clean.step_params(name), ctx)
         if ctx.kind in step.kinds:
             steps.append(step)
     return steps
@@ -231,10 +231,6 @@ def quarantine_batch(dataset: str, rows: list[Quarantined], step: str = "read") 
         },
         schema=LEDGER_SCHEMA,
     )
-
-
-class Scrubber(Protocol):
-    def scrub(self, array: pa.Array) -> pa.Array: ...
 
 
 def scrub_columns(
@@ -290,8 +286,8 @@ def _clean_stream(
         batch_rows=params.clean.batch_rows,
         max_record_bytes=params.clean.max_record_bytes,
     )
-    # Hide PII beside the text too when the chain has a pii step (raw rows, unmapped fields).
-    pii = cast("Scrubber | None", next((s for s in steps if s.name == "pii"), None))
+    # Hide PII beside the text too when a step scrubs (raw rows, unmapped fields).
+    pii = next((s for s in steps if isinstance(s, Scrubber)), None)
     schema = schema_for(ds.kind)
     out_schema = schema.remove(schema.get_field_index("original"))
     writer = ShardWriter(clean_dir, name, out_schema, params.clean.shard_rows)

@@ -7,23 +7,19 @@ knob; :func:`load_params` reads it back and lists every problem at once (unknown
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import (
     ConfigDict,
     Field,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from offline.config import Strict, read_yaml, validate
 from offline.data.decode import check_encoding
-from offline.data.steps import REGISTRY as STEP_REGISTRY
-from offline.data.steps.conversation import ConversationParams
-from offline.data.steps.dedup import ExactDedupParams, NearDedupParams
-from offline.data.steps.pii import PiiParams
-from offline.data.steps.quality import LengthParams, QualityParams
-from offline.data.steps.text import MarkupParams, NormalizeParams, RegexParams
+from offline.data.steps.registry import default_chain, registry
 from offline.errors import ConfigError, NotFoundError
 
 Format = Literal["auto", "jsonl", "csv", "parquet"]
@@ -87,46 +83,48 @@ class TabularParams(Strict):
     max_rows: int = Field(5_000_000, gt=0)
 
 
-DEFAULT_STEPS = [
-    "normalize",
-    "markup",
-    "regex",
-    "conversation",
-    "length",
-    "quality",
-    "pii",
-    "exact_dedup",
-    "near_dedup",
-]
+DEFAULT_STEPS = default_chain()
 
 
-class CleanParams(Strict):
-    """The cleaning chain: step order, batching, and each step's own parameters."""
+class _CleanChain(Strict):
+    """The cleaning chain: step order, batching, and (from the step registry) each step's own
+    parameters, one section per step, then ``tabular``."""
 
     steps: list[str] = DEFAULT_STEPS
     batch_rows: int = Field(2048, gt=0)
     shard_rows: int = Field(100_000, gt=0)
     max_record_bytes: int = Field(1_000_000, gt=0)
-    normalize: NormalizeParams = NormalizeParams()
-    markup: MarkupParams = MarkupParams()
-    regex: RegexParams = RegexParams()
-    conversation: ConversationParams = ConversationParams()
-    length: LengthParams = LengthParams()
-    quality: QualityParams = QualityParams()
-    pii: PiiParams = PiiParams()
-    exact_dedup: ExactDedupParams = ExactDedupParams()
-    near_dedup: NearDedupParams = NearDedupParams()
-    tabular: TabularParams = TabularParams()
 
     @field_validator("steps")
     @classmethod
     def _known_steps(cls, steps: list[str]) -> list[str]:
-        unknown = [s for s in steps if s not in STEP_REGISTRY]
+        known = registry()
+        unknown = [s for s in steps if s not in known]
         if unknown:
-            raise ValueError(f"unknown step(s) {unknown}; known steps: {', '.join(STEP_REGISTRY)}")
+            raise ValueError(f"unknown step(s) {unknown}; known steps: {', '.join(known)}")
         if len(set(steps)) != len(steps):
             raise ValueError("a step is listed twice in clean.steps")
         return steps
+
+    def step_params(self, name: str) -> Strict:
+        """The section of step ``name``."""
+        return cast("Strict", getattr(self, name))
+
+
+if TYPE_CHECKING:
+
+    class CleanParams(_CleanChain):
+        tabular: TabularParams = TabularParams()
+
+else:
+    CleanParams = create_model(
+        "CleanParams",
+        __base__=_CleanChain,
+        __module__=__name__,
+        **{name: (spec.params, spec.params()) for name, spec in registry().items()},
+        tabular=(TabularParams, TabularParams()),
+    )
+    CleanParams.__doc__ = _CleanChain.__doc__
 
 
 class SplitParams(Strict):

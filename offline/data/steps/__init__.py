@@ -1,19 +1,6 @@
-"""Cleaning steps, by the name params.yaml uses for them.
+"""Cleaning steps, one interface (:mod:`~offline.data.steps.base`).
 
-Each entry maps a step name to ``(module, params class, factory)``; the factory is called as
-``factory(params, ctx)`` and returns a :class:`~offline.data.steps.base.Step`.
+A module here that defines ``STEPS`` (a tuple of :class:`~offline.data.steps.base.StepSpec`)
+adds its steps to the chain: :func:`~offline.data.steps.registry.registry` finds them, and the
+``clean`` section of ``params.yaml`` gets one section per step from it. A new step is one file.
 """
-
-from __future__ import annotations
-
-REGISTRY: dict[str, tuple[str, str, str]] = {
-    "normalize": ("offline.data.steps.text", "NormalizeParams", "normalize"),
-    "regex": ("offline.data.steps.text", "RegexParams", "regex"),
-    "markup": ("offline.data.steps.text", "MarkupParams", "markup"),
-    "length": ("offline.data.steps.quality", "LengthParams", "length"),
-    "quality": ("offline.data.steps.quality", "QualityParams", "quality"),
-    "conversation": ("offline.data.steps.conversation", "ConversationParams", "conversation"),
-    "pii": ("offline.data.steps.pii", "PiiParams", "pii"),
-    "exact_dedup": ("offline.data.steps.dedup", "ExactDedupParams", "exact_dedup"),
-    "near_dedup": ("offline.data.steps.dedup", "NearDedupParams", "near_dedup"),
-}

@@ -12,11 +12,14 @@ final tallies (cluster counts).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
+
+from offline.config import Strict
 
 
 @dataclass
@@ -50,3 +53,28 @@ class Step(Protocol):
     def __call__(self, batch: pa.RecordBatch) -> Outcome: ...
 
     def close(self) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class Scrubber(Protocol):
+    """A step that can also hide what it finds in a column it does not rewrite (the ledger's
+    raw rows, unmapped fields), so no output keeps a value the step hides in the text."""
+
+    def scrub(self, array: pa.Array) -> pa.Array: ...
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """How ``params.yaml`` names a step, its parameters, and how to build it.
+
+    ``order`` places the step in the default chain (``None``: only when listed). Where the
+    step's tallies go in ``metrics/clean.json``: ``counts_in`` sums its per-batch counts into
+    that section; ``final_in`` puts the tallies of ``close()`` under ``section[name]``.
+    """
+
+    name: str
+    params: type[Strict]
+    build: Callable[[Any, Context], Step]
+    order: int | None = None
+    counts_in: str | None = None
+    final_in: str | None = None

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from offline.config import Strict
 from offline.data.records import MESSAGE
-from offline.data.steps.base import Context, Outcome, Step
+from offline.data.steps.base import Context, Outcome, Step, StepSpec
 from offline.data.steps.text import list_parts, row_ids
 
 BoolArray = npt.NDArray[np.bool_]
@@ -197,3 +197,6 @@ def conversation(params: ConversationParams, ctx: Context) -> Step:
     got user"; the part before the colon is the problem's stable name.
     """
     return _Conversation(params)
+
+
+STEPS = (StepSpec("conversation", ConversationParams, conversation, order=40),)

@@ -30,7 +30,7 @@ from pydantic import Field
 from offline.config import Strict
 from offline.data.index import KeyIndex, RowStore, StringStore, unique_first
 from offline.data.records import TEXT_KINDS, joined_text
-from offline.data.steps.base import Context, Outcome, Step
+from offline.data.steps.base import Context, Outcome, Step, StepSpec
 
 U64 = npt.NDArray[np.uint64]
 U32 = npt.NDArray[np.uint32]
@@ -535,3 +535,9 @@ def exact_dedup(params: ExactDedupParams, ctx: Context) -> Step:
 def near_dedup(params: NearDedupParams, ctx: Context) -> Step:
     """Build the ``near_dedup`` step: MinHash LSH with verified candidates."""
     return _NearDedup(params, ctx)
+
+
+STEPS = (
+    StepSpec("exact_dedup", ExactDedupParams, exact_dedup, order=80, final_in="dedup"),
+    StepSpec("near_dedup", NearDedupParams, near_dedup, order=90, final_in="dedup"),
+)

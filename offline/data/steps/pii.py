@@ -30,7 +30,7 @@ from pydantic import Field
 
 from offline.config import Strict
 from offline.data.records import TEXT_COLUMNS, TEXT_KINDS, kind_of, map_text_arrays
-from offline.data.steps.base import Context, Outcome, Step
+from offline.data.steps.base import Context, Outcome, Step, StepSpec
 from offline.errors import ConfigError
 
 PiiType = Literal["email", "cn_id", "bank_card", "ipv6", "ipv4", "phone"]
@@ -488,3 +488,6 @@ def pii(params: PiiParams, ctx: Context) -> Step:
         token = _Pseudonymizer(read_key(params))
     types = frozenset(params.types) | frozenset(params.reject_types)
     return _PiiStep(types, frozenset(params.reject_types), token)
+
+
+STEPS = (StepSpec("pii", PiiParams, pii, order=70, counts_in="pii"),)

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from offline.config import Strict
 from offline.data.records import TEXT_KINDS
-from offline.data.steps.base import Context, Outcome, Step
+from offline.data.steps.base import Context, Outcome, Step, StepSpec
 from offline.data.steps.text import CJK_RANGES, joined_array, list_parts, row_ids
 
 FloatArray = npt.NDArray[np.float64]
@@ -591,3 +591,9 @@ def quality(params: QualityParams, ctx: Context) -> Step:
     "top 2-gram chars: 0.980 > 0.35". ``counts`` tallies rejections per heuristic.
     """
     return _Quality(params)
+
+
+STEPS = (
+    StepSpec("length", LengthParams, length, order=50),
+    StepSpec("quality", QualityParams, quality, order=60),
+)

@@ -24,7 +24,7 @@ from pydantic import Field, StringConstraints
 
 from offline.config import Strict
 from offline.data.records import TEXT_COLUMNS, TEXT_KINDS, kind_of, map_text, map_text_arrays
-from offline.data.steps.base import Context, Outcome, Step
+from offline.data.steps.base import Context, Outcome, Step, StepSpec
 from offline.errors import ConfigError
 
 Rewrite = Callable[[pa.Array], pa.Array]
@@ -464,3 +464,10 @@ def regex(params: RegexParams, ctx: Context) -> Step:
         ConfigError: a rule's pattern or replacement is invalid.
     """
     return _Regex(params)
+
+
+STEPS = (
+    StepSpec("normalize", NormalizeParams, normalize, order=10),
+    StepSpec("markup", MarkupParams, markup, order=20),
+    StepSpec("regex", RegexParams, regex, order=30),
+)
