@@ -109,7 +109,7 @@ def child_command(python: Path | str, kind: str, *args: Path) -> list[str]:
 
 def generate_corpus(raw: Path, rows: int, seed: int) -> Path:
     """The sample generator's tickets (duplicates, PII, malformed lines, one >1 MB line)."""
-    from offline.data.sample import generate
+    from offline.data.sample.files import generate
 
     generate(raw, rows=rows, seed=seed)
     return raw / "tickets.jsonl"

@@ -45,7 +45,7 @@ def workspace(root: Path, rows: int) -> Path:
 
     from offline.data.clean import clean
     from offline.data.params import default_params, dump_params
-    from offline.data.sample import generate
+    from offline.data.sample.files import generate
     from offline.data.split import split
     from offline.train.model_init import init_model
 

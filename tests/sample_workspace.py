@@ -9,7 +9,7 @@ import yaml
 
 from offline.data.clean import clean
 from offline.data.params import default_params, dump_params
-from offline.data.sample import generate
+from offline.data.sample.files import generate
 from offline.data.split import split
 
 

@@ -53,3 +53,25 @@ def test_the_pre_labelling_rules_do_not_load_the_sample_generator() -> None:
     code = "import sys, offline.labeling.rules; print('offline.data.sample' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_data_file_of_the_package_is_shipped_in_the_wheel() -> None:
+    import fnmatch
+    import tomllib
+
+    config = tomllib.loads((OFFLINE.parent / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]
+    unshipped = []
+    for path in OFFLINE.rglob("*"):
+        if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        relative = path.relative_to(OFFLINE.parent)
+        shipped = any(
+            relative.parts[: len(package.split("."))] == tuple(package.split("."))
+            and fnmatch.fnmatch(str(relative.relative_to(*package.split("."))), pattern)
+            for package, patterns in globs.items()
+            for pattern in patterns
+        )
+        if not shipped:
+            unshipped.append(str(relative))
+    assert unshipped == [], "add these to [tool.setuptools.package-data]"

@@ -54,7 +54,7 @@ def sample_cmd(
     json_out: Json = False,
 ) -> None:
     """Generate the embedded bilingual support dataset (planted duplicates, PII, bad rows)."""
-    from offline.data.sample import generate
+    from offline.data.sample.files import generate
 
     manifest = generate(out, rows=rows, seed=seed)
     if json_out:

@@ -3,7 +3,7 @@
 Import from the modules (the package imports nothing, so ``offline --help`` stays fast)::
 
     offline.data.workspace.init(directory, remote)         # offline init
-    offline.data.sample.generate(out, rows=..., seed=...)  # offline data sample
+    offline.data.sample.files.generate(out, rows=..., seed=...)  # offline data sample
     offline.data.validate.validate(root)                   # stage: metrics/validate.json
     offline.data.clean.clean(root)                         # stage: data/clean, data/rejected
     offline.data.split.split(root)                         # stage: data/split

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from offline.data.records import schema_for
 from offline.data.steps.base import Context
@@ -20,6 +22,7 @@ from offline.data.steps.pii import (
     PiiParams,
     cn_id_valid,
     find_pii,
+    luhn_check_digit,
     luhn_valid,
     mask_token,
     pii,
@@ -495,3 +498,9 @@ def test_batch_prefilter_lets_every_find_through() -> None:
     expected = [replace_pii(t, find_pii(t), mask_token) for t in texts]
     assert texts_of(out.batch) == expected
     assert sum(out.counts.values()) == len(values)
+
+
+@given(st.text("0123456789", min_size=1, max_size=24))
+def test_the_luhn_check_digit_is_the_one_digit_that_passes(payload: str) -> None:
+    check = luhn_check_digit(payload)
+    assert [d for d in "0123456789" if luhn_valid(payload + d)] == [check]

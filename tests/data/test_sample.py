@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from offline.data.sample import (
-    CATEGORY_KEYWORDS,
+from offline.data.keywords import CATEGORY_KEYWORDS
+from offline.data.sample.files import (
     KEY_FILE,
     MIN_ROWS,
     SENSOR_ROWS,

@@ -15,7 +15,7 @@ import pytest
 
 import offline
 from offline.data.records import schema_for
-from offline.data.sample import iter_tickets
+from offline.data.sample.files import iter_tickets
 from offline.errors import ConfigError, DataError, NotFoundError
 from offline.labeling.rules import (
     KEYWORD_MODEL,

@@ -50,6 +50,7 @@ __all__ = [
     "cn_id_check_char",
     "cn_id_valid",
     "find_pii",
+    "luhn_check_digit",
     "luhn_valid",
     "mask_token",
     "normalize",
@@ -114,6 +115,11 @@ def luhn_valid(digits: str) -> bool:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+def luhn_check_digit(payload: str) -> str:
+    """The digit that, appended to ``payload`` (ASCII digits), makes it pass the Luhn check."""
+    return next(d for d in "0123456789" if luhn_valid(payload + d))
 
 
 def cn_id_check_char(first17: str) -> str:
