@@ -177,10 +177,12 @@ def tree_sha256(
     root: Path, select: Callable[[Path], bool] | None = None, workers: int | None = None
 ) -> dict[str, str]:
     """``{relative posix path: sha256}`` of every regular file under ``root`` that ``select``
-    keeps (all by default), sorted by path, hashed in parallel threads."""
-    paths = sorted(
+    keeps (all by default), hashed in parallel threads, in the byte order of the relative path
+    (as ``LC_ALL=C sort`` and ``SHA256SUMS`` list them: ``a-b`` before ``a/b``)."""
+    found = [
         p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and (select or bool)(p)
-    )
+    ]
+    paths = sorted(found, key=lambda p: p.relative_to(root).as_posix())
     digests = sha256_many(paths, workers=workers)
     return {p.relative_to(root).as_posix(): digests[p] for p in paths}
 
