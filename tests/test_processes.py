@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LEAKS = """
@@ -54,6 +56,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
 def test_a_process_left_behind_fails_the_run_and_is_killed(tmp_path: Path) -> None:
     proc = _inner(tmp_path, LEAKS)
     pid = int((tmp_path / "leaked.pid").read_text())
@@ -68,6 +71,7 @@ def test_a_process_left_behind_fails_the_run_and_is_killed(tmp_path: Path) -> No
     assert not _alive(pid)
 
 
+@pytest.mark.slow
 def test_a_run_that_ends_what_it_starts_passes(tmp_path: Path) -> None:
     proc = _inner(tmp_path, CLEAN)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -42,6 +42,7 @@ def _files(bundle: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_applied_diff_equals_the_full_bundle(
     make_spec: SpecFactory,
     tmp_path: Path,
@@ -65,6 +66,7 @@ def test_applied_diff_equals_the_full_bundle(
     assert not [p for p in tmp_path.iterdir() if ".applying-" in p.name or ".old-" in p.name]
 
 
+@pytest.mark.slow
 def test_diff_for_another_base_is_refused(
     make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:
@@ -86,6 +88,7 @@ def test_diff_for_another_base_is_refused(
     assert cli.returncode == 7 and "holds test 1.1" in cli.stderr and "fix:" in cli.stderr
 
 
+@pytest.mark.slow
 def test_full_bundle_is_not_a_diff(
     make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:
@@ -94,6 +97,7 @@ def test_full_bundle_is_not_a_diff(
         apply_diff(v2, v1, pubkey=signing_key[1])
 
 
+@pytest.mark.slow
 def test_changed_base_file_is_refused(
     make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:
@@ -103,6 +107,7 @@ def test_changed_base_file_is_refused(
         apply_diff(diff, v1, pubkey=signing_key[1])
 
 
+@pytest.mark.slow
 def test_install_v1_apply_v2_diff_install_again(
     make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:

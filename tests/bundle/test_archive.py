@@ -41,6 +41,7 @@ def _parts(parts_dir: Path) -> list[Path]:
     return sorted(parts_dir.glob("*.tar.part*"))
 
 
+@pytest.mark.slow
 def test_volumes_unpack_to_a_bundle_that_verifies(
     signed_bundle: SignedBundle, tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ def _corrupt_part(parts: Path) -> str:
     return f"{victim.name}: corrupt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_drop_part, _truncate_part, _swap_parts, _corrupt_part])
 def test_bad_volumes_are_named_by_both_front_ends(
     signed_bundle: SignedBundle, tmp_path: Path, damage: object
@@ -305,6 +307,7 @@ def _unreadable(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
+@pytest.mark.slow
 def test_unreadable_archives_are_named_by_both_front_ends(
     tmp_path: Path, signed_bundle: SignedBundle
 ) -> None:
@@ -448,6 +451,7 @@ _FRONT_ENDS = settings(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -472,6 +476,7 @@ def test_no_member_sequence_touches_anything_outside(
         assert not path.is_symlink() and (path.is_file() or path.is_dir())
 
 
+@pytest.mark.slow
 @_FRONT_ENDS
 @given(members=_MEMBERS, cut=st.sampled_from([0, 0, 1, 21]))
 @example(members=_CHAIN, cut=0)
@@ -489,6 +494,7 @@ def test_no_member_sequence_gets_past_the_cli(
         assert not (root / "dest").exists()
 
 
+@pytest.mark.slow
 @_FRONT_ENDS
 @given(members=_MEMBERS, cut=st.sampled_from([0, 0, 1, 21]))
 @example(members=_CHAIN, cut=0)
@@ -564,6 +570,7 @@ def test_a_file_changed_after_an_interruption_is_rewritten(
     assert python_verify(dest, signed_bundle.pub).returncode == 0
 
 
+@pytest.mark.slow
 def test_installer_on_a_full_disk_then_resume(signed_bundle: SignedBundle, tmp_path: Path) -> None:
     with small_disk(tmp_path / "small", "48k") as small:
         prefix = small / "opt"

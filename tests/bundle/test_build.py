@@ -52,6 +52,7 @@ def _flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_full_bundle_layout_checksums_and_signature(
     make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:
@@ -91,6 +92,7 @@ def test_full_bundle_layout_checksums_and_signature(
     assert (out / "manifest.pub").read_bytes() == signing_key[1].read_bytes()
 
 
+@pytest.mark.slow
 def test_flipped_byte_fails_sha256sum_and_openssl(
     make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:
@@ -103,6 +105,7 @@ def test_flipped_byte_fails_sha256sum_and_openssl(
     assert _openssl_verify(out, signing_key[1]).returncode != 0
 
 
+@pytest.mark.slow
 def test_pip_installs_from_bundle_with_no_network(make_spec: SpecFactory, tmp_path: Path) -> None:
     out = tmp_path / "out"
     build(make_spec(), out, cache_dir=tmp_path / "cache")
@@ -120,6 +123,7 @@ def test_pip_installs_from_bundle_with_no_network(make_spec: SpecFactory, tmp_pa
     assert ran.stdout.split() == ["2.0", "True"]
 
 
+@pytest.mark.slow
 def test_no_change_rebuild_downloads_nothing(
     make_spec: SpecFactory, tmp_path: Path, pyindex: PyIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,6 +140,7 @@ def test_no_change_rebuild_downloads_nothing(
     assert not list(tmp_path.glob(".out.*"))  # nothing left of the old bundle or staging
 
 
+@pytest.mark.slow
 def test_refresh_re_resolves(make_spec: SpecFactory, tmp_path: Path, pyindex: PyIndex) -> None:
     spec, cache = make_spec(), tmp_path / "cache"
     build(spec, tmp_path / "out", cache_dir=cache)
@@ -146,6 +151,7 @@ def test_refresh_re_resolves(make_spec: SpecFactory, tmp_path: Path, pyindex: Py
     assert (tmp_path / "out" / "wheels" / "beta-3.0-py3-none-any.whl").is_file()
 
 
+@pytest.mark.slow
 def test_aarch64_and_multi_platform(make_spec: SpecFactory, tmp_path: Path) -> None:
     out = tmp_path / "arm"
     build(make_spec(platforms=("manylinux_2_28_aarch64",)), out, cache_dir=tmp_path / "c")
@@ -179,6 +185,7 @@ def _no_leftovers(parent: Path) -> list[str]:
     return [p.name for p in parent.iterdir() if ".building-" in p.name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("requirements", "error", "words"),
     [
@@ -200,6 +207,7 @@ def test_resolution_errors_name_the_package(
     assert not (tmp_path / "out").exists() and not _no_leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_index_down_is_a_network_error(make_spec: SpecFactory, tmp_path: Path) -> None:
     spec = make_spec(index_url="http://127.0.0.1:9/simple")
     with pytest.raises(NetworkError, match="cannot reach the package index"):

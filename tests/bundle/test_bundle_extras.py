@@ -58,6 +58,7 @@ def test_bad_part_size() -> None:
     assert parse_size("4GiB") == 4 * 1024**3 and parse_size("700MB") == 700_000_000
 
 
+@pytest.mark.slow
 def test_diff_bundle_carries_only_what_the_base_lacks(
     make_spec: SpecFactory, tmp_path: Path
 ) -> None:
@@ -83,6 +84,7 @@ def test_diff_bundle_carries_only_what_the_base_lacks(
     assert check.returncode == 0
 
 
+@pytest.mark.slow
 def test_toolkit_wheel_travels_in_the_bundle(make_spec: SpecFactory, tmp_path: Path) -> None:
     spec = make_spec()
     spec.write_text(spec.read_text().replace("[toolkit]\nwheel = false", "[toolkit]\nwheel = true"))

@@ -53,6 +53,7 @@ def _files_under(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "lines",
     [
@@ -142,6 +143,7 @@ def test_pickle_refusal_points_at_exclude_when_safetensors_are_there(
     assert info.value.fix and 'exclude = ["*.bin"]' in info.value.fix
 
 
+@pytest.mark.slow
 def test_pickle_only_model_builds_with_a_warning(make_spec: SpecFactory, tmp_path: Path) -> None:
     files = ("config.json", "pytorch_model.bin", "original/consolidated.00.pth")
     spec = _model_spec(make_spec, 'allow_pickle = true\nexclude = ["original/"]', files)
@@ -252,6 +254,7 @@ def _tree(paths: list[str]) -> list[str]:
     return [f for f in files if not any(g.startswith(f + "/") for g in files)]
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(
     files=st.lists(_PATHS, min_size=1, max_size=12).map(_tree),
@@ -292,6 +295,7 @@ allow_pickle = true
 """
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     files=st.lists(_PATHS, min_size=1, max_size=8).map(_tree),

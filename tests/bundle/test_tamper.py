@@ -84,6 +84,7 @@ FILE_CASES: list[tuple[str, Tamper, str]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("case", "tamper", "word"), FILE_CASES, ids=[c[0] for c in FILE_CASES])
 def test_tampered_file_is_named_by_both_verifiers(
     signed_bundle: SignedBundle, tmp_path: Path, case: str, tamper: Tamper, word: str
@@ -140,6 +141,7 @@ SIGNATURE_CASES: list[tuple[str, Tamper, str]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "tamper", "word"), SIGNATURE_CASES, ids=[c[0] for c in SIGNATURE_CASES]
 )
@@ -230,6 +232,7 @@ def test_pristine_bundle_verifies(signed_bundle: SignedBundle) -> None:
     assert report["files"] == len(listed)
 
 
+@pytest.mark.slow
 def test_payload_files_named_like_the_bundle_metadata_are_listed(
     make_spec: SpecFactory, tmp_path: Path, signing_key: tuple[Path, Path]
 ) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.specs import SpecFactory, write_safetensors
 
 BIN = Path(sys.executable).parent
@@ -59,6 +61,7 @@ def test_usage_error_exits_2() -> None:
     assert run("bundle", "build", "--no-such-option").returncode == 2
 
 
+@pytest.mark.slow
 def test_build_json_summary(make_spec: SpecFactory, tmp_path: Path) -> None:
     spec, out = make_spec(), tmp_path / "out"
     cache = str(tmp_path / "cache")
@@ -73,6 +76,7 @@ def test_build_json_summary(make_spec: SpecFactory, tmp_path: Path) -> None:
     assert again.returncode == 0 and "0 files (0.0 MB), 4 from cache" in again.stdout
 
 
+@pytest.mark.slow
 def test_build_pattern_typo_exits_3_and_fat32_warning(
     make_spec: SpecFactory, tmp_path: Path
 ) -> None:

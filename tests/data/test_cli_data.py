@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -26,6 +27,7 @@ def test_init_twice_is_a_config_error_with_the_fix(tmp_path: Path) -> None:
     assert "already holds a workspace" in str(second.exception)
 
 
+@pytest.mark.slow
 def test_validate_failure_exits_with_the_data_error_code(tmp_path: Path) -> None:
     (tmp_path / "data/raw").mkdir(parents=True)
     (tmp_path / "data/raw/t.jsonl").write_text('{"text": "fine row"}\n{oops\n')

@@ -317,6 +317,7 @@ def test_near_dedup_precision_and_recall(corpus: NearCorpus, default_run: Result
     assert default_run.totals["clusters"] == len({default_run.clusters[i] for i in flagged})
 
 
+@pytest.mark.slow
 def test_near_dedup_ignores_batch_size_and_spilling(
     corpus: NearCorpus, default_run: Result, tmp_path: Path
 ) -> None:

@@ -184,6 +184,7 @@ def test_an_unknown_encoding_is_a_config_error_naming_the_key() -> None:
     ].encoding == ("utf-8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["validate", "clean"])
 def test_cli_stage_stops_with_exit_10_and_writes_nothing(tmp_path: Path, stage: str) -> None:
     put(tmp_path, "data/raw/t.jsonl", jsonl(rows(CHINESE)).encode("gb18030"))

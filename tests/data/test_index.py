@@ -56,6 +56,7 @@ def test_key_index_answers_like_a_dict(tmp_path: Path) -> None:
     index.close()
 
 
+@pytest.mark.slow
 def test_key_index_spills_to_disk_and_answers_the_same(tmp_path: Path) -> None:
     stream = _stream(seed=2, batches=300, size=200, space=20_000)
     budget = 4096

@@ -68,6 +68,7 @@ def text_of(row: dict[str, Any]) -> str:
     return str(row["text"])
 
 
+@pytest.mark.slow
 def test_same_input_and_params_give_identical_bytes_and_raw_is_untouched(
     run: dict[str, Any],
 ) -> None:

@@ -263,6 +263,7 @@ def test_near_duplicates_are_small_edits_above_the_threshold(sample: Sample) -> 
     assert set(ops) == {"typo", "punctuation", "filler"}
 
 
+@pytest.mark.slow
 def test_base_tickets_are_mutually_dissimilar(sample: Sample) -> None:
     base = sample.base_tickets()
     rng = random.Random(7)

@@ -57,6 +57,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ws
 
 
+@pytest.mark.slow
 def test_init_writes_an_offline_dvc_workspace(workspace: Path) -> None:
     config = (workspace / ".dvc/config").read_text()
     assert "analytics = false" in config and "check_update = false" in config

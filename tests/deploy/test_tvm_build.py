@@ -170,6 +170,7 @@ def _runs_here(target: tvm.target.Target) -> bool:
     return runs
 
 
+@pytest.mark.slow
 @X86_PATHS
 @pytest.mark.parametrize("m,k,n", SHAPES)
 def test_int8_matmul_multiplies_in_integers(
@@ -237,6 +238,7 @@ def test_int4_codes_stand_for_the_weight_within_half_a_step(
     np.testing.assert_array_equal(decoded[:, :constant_columns], w[:, :constant_columns])
 
 
+@pytest.mark.slow
 @X86_PATHS
 @pytest.mark.parametrize("m,k,n", SHAPES)
 def test_int4_matmul_multiplies_codes_in_integers(
@@ -271,6 +273,7 @@ def test_int4_without_an_int8_dot_product_is_refused() -> None:
             tvm_build.pipeline(target, quantize="int4")(mod)
 
 
+@pytest.mark.slow
 def test_int8_and_int4_on_aarch64_dot_product_run_on_the_emulated_device(tmp_path: Path) -> None:
     """For an Armv8.2 CPU (cortex-a76) the libraries multiply with ``sdot``; the device's own
     Python and TVM runtime under qemu-aarch64 get the integer reference: int8 dense and
@@ -326,6 +329,7 @@ def test_int8_and_int4_on_aarch64_dot_product_run_on_the_emulated_device(tmp_pat
     assert max(errors.values()) < 1e-5, errors  # fp32 arithmetic would be ~1 % off
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight_left", [True, False])
 def test_int8_experts_read_their_own_packed_weights(weight_left: bool) -> None:
     """A mixture-of-experts matmul (``take(W, idx) @ x``): each row uses its routed expert's

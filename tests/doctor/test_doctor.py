@@ -140,6 +140,7 @@ def installed(signed_bundle: SignedBundle, tmp_path_factory: pytest.TempPathFact
     return _install(signed_bundle, tmp_path_factory.mktemp("doctor") / "opt")
 
 
+@pytest.mark.slow
 def test_bundle_checks_on_a_real_install(installed: Path) -> None:
     context = Context.create(installed / "bundle", environ=OFFLINE_ENV)
     assert context.pubkey == installed / "etc" / "trusted.pub.pem"  # what the install recorded
@@ -161,6 +162,7 @@ def test_remote_pip_settings_are_told_apart_from_local_ones() -> None:
     assert not _is_remote_setting("global.timeout='https://not-an-index'")
 
 
+@pytest.mark.slow
 def test_bundle_tampered_after_install(signed_bundle: SignedBundle, tmp_path: Path) -> None:
     bundle = _install(signed_bundle, tmp_path / "opt") / "bundle"
     wheel = bundle / "wheels" / "beta-2.0-py3-none-any.whl"
@@ -223,6 +225,7 @@ def _doctor(
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_exit_codes_and_outputs(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, **OFFLINE_ENV}
     bundle = installed / "bundle"
@@ -253,6 +256,7 @@ def test_exit_codes_and_outputs(installed: Path, tmp_path: Path) -> None:
     assert same.stdout == listed.stdout
 
 
+@pytest.mark.slow
 def test_doctor_never_imports_the_heavy_frameworks(installed: Path) -> None:
     code = (
         "import sys, pathlib; from offline.doctor.context import Context;"

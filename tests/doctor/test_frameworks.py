@@ -58,6 +58,7 @@ def run_one(item: fw.Framework, context: Context) -> Finding:
     return run_checks([fw.check_for(item, context)], context)[0]
 
 
+@pytest.mark.slow
 def test_this_venv_passes_torch_transformers_serve_and_dvc() -> None:
     found = run(
         Context.create(), "fw.torch", "fw.transformers", "fw.fastapi", "fw.uvicorn", "fw.dvc"
@@ -135,6 +136,7 @@ def gone(pid: int, within: float = 5.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_probes_after_torch_share_one_torch_import_in_processes_of_their_own(
     tmp_path: Path,
 ) -> None:
@@ -188,6 +190,7 @@ def test_a_probe_that_crashes_in_the_host_costs_that_check_only(tmp_path: Path) 
     assert found["fw.torch"].status == found["fw.fine"].status == "pass"
 
 
+@pytest.mark.slow
 def test_a_probe_that_hangs_in_the_host_is_killed_alone(tmp_path: Path) -> None:
     log = tmp_path / "log"
     site = fake_site(
@@ -205,6 +208,7 @@ def test_a_probe_that_hangs_in_the_host_is_killed_alone(tmp_path: Path) -> None:
     assert gone(pids["torch"]), "the host exits once it is idle"
 
 
+@pytest.mark.slow
 def test_a_torch_import_that_hangs_in_the_host_fails_each_probe_at_its_timeout(
     tmp_path: Path,
 ) -> None:
@@ -233,6 +237,7 @@ def test_only_the_selected_framework_checks_are_probed(tmp_path: Path) -> None:
     assert [tag for tag, _ in logged(log)] == ["torch"]
 
 
+@pytest.mark.slow
 def test_a_hanging_import_fails_at_the_probe_timeout(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     hang = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"

@@ -7,12 +7,14 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from offline.doctor.host import canonical, run
 
 
+@pytest.mark.slow
 def test_a_hung_command_and_its_grandchild_are_killed_at_the_timeout(tmp_path: Path) -> None:
     pid_file = tmp_path / "grandchild.pid"
     script = f"sleep 60 & echo $! > {pid_file}; echo started; wait"

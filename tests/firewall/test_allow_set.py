@@ -137,6 +137,7 @@ def test_the_same_port_on_a_whole_family_is_refused(items: list[str]) -> None:
         make_policy(ports=ports, allow_public=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(networks(), max_size=5),
@@ -171,6 +172,7 @@ def test_without_the_flag_only_non_public_space_is_accepted(
     _no_whole_family(_rendered(policy))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(networks(), min_size=1, max_size=6))
 def test_with_the_flag_public_space_is_listed_and_never_a_whole_family(

@@ -133,6 +133,7 @@ def test_cli_refuses_halves_adding_up_to_the_whole_internet() -> None:
         assert bad.stdout == "" and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_public_space_needs_the_flag_and_plan_shows_it() -> None:
     bad = _cli("plan", "--allow", "192.168.50.0/24", "--allow", "100.64.0.0/10")
     assert bad.returncode == 3 and bad.stdout == ""

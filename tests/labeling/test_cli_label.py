@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from offline.errors import NetworkError
 
 
@@ -15,6 +17,7 @@ def offline(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "offline", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_push_without_a_server_shows_the_start_command(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     assert offline("init", str(ws)).returncode == 0
@@ -52,6 +55,7 @@ def _repro_label(ws: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_label_stage_keeps_the_last_snapshot_when_label_studio_cannot_be_asked(
     tmp_path: Path,
 ) -> None:

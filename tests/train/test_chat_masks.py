@@ -347,6 +347,7 @@ def conversations(draw: st.DrawFn, name: str) -> list[Message]:
     return messages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("reasoning", [True, False])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -358,6 +359,7 @@ def test_only_the_replies_are_trained_in_any_conversation(
     check_mask(toks[name], name, messages, reasoning)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_the_template_renders_as_the_reference_does(toks: dict[str, Any], name: str) -> None:
     """The reference renderers and the Jinja templates agree on many conversations."""

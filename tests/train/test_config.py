@@ -84,6 +84,7 @@ def test_overrides_and_the_deepspeed_json(ws: Path) -> None:
     assert gpu["zero_optimization"]["offload_optimizer"]["pin_memory"] is True
 
 
+@pytest.mark.slow
 def test_plan_prints_json_and_validate_fails_with_the_config_code(ws: Path) -> None:
     good = write(ws, {"model": "models/tiny"})
     offline = [sys.executable, "-m", "offline", "train"]
@@ -101,6 +102,7 @@ def test_plan_prints_json_and_validate_fails_with_the_config_code(ws: Path) -> N
     assert bad.returncode == ConfigError.exit_code and "zero_stage" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -75,6 +75,7 @@ def test_packing_keeps_every_example_whole_once_and_within_the_width(
     assert pack(data, width) == packed  # deterministic
 
 
+@pytest.mark.slow
 def test_a_packed_row_computes_what_its_examples_compute_alone(train_ws: Path, tok: Any) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -154,6 +155,7 @@ def test_drops_are_counted_by_reason(train_ws: Path, tok: Any) -> None:
     assert data.dropped_by == {"no_assistant_turn": 1, "truncated": 1}
 
 
+@pytest.mark.slow
 def test_no_usable_conversation_names_the_cause_and_the_fix(train_ws: Path) -> None:
     long = [
         {"role": "system", "content": "policy " * 200},
@@ -199,6 +201,7 @@ def test_stored_examples_read_back_the_same(train_ws: Path, tok: Any, tmp_path: 
         assert real_tokens(stored.examples[:4]) == real_tokens(data.examples[:4])
 
 
+@pytest.mark.slow
 def test_packing_trains_on_fewer_rows_and_reports_them(train_ws: Path) -> None:
     config = write_config(
         train_ws,

@@ -69,6 +69,7 @@ def assert_same(own: Any, chunked: Any) -> None:
         torch.testing.assert_close(chunked[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [deepseek, llama])
 @pytest.mark.parametrize("packed", [False, True])
 def test_chunked_loss_and_gradients_equal_the_models_own(make: Any, packed: bool) -> None:

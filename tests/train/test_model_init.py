@@ -55,6 +55,7 @@ def isolated() -> list[str]:
     return []
 
 
+@pytest.mark.slow
 def test_a_tiny_deepseek_v3_loads_offline_and_runs(clean_dir: Path, tmp_path: Path) -> None:
     report = init_model(tmp_path / "tiny", tokenizer_from=clean_dir, vocab_size=2000)
     assert 500_000 < report.parameters < 10_000_000  # a few million at the default vocabulary

