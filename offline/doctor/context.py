@@ -1,19 +1,47 @@
-"""What the checks look at: the host, the bundle it was installed from, the options given."""
+"""What the checks look at: the host, the bundle it was installed from, the options given.
+
+Facts that several checks need (the manifest, what nvidia-smi says, an interpreter's installed
+distributions, what its torch was built for) are gathered once per context, by whichever check
+asks first, in :class:`Facts`; checks running in parallel wait for that one answer.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 # Written by install-offline.sh into PREFIX/etc/offline.env.
 BUNDLE_ENV = "DEEPSEEK_OFFLINE_BUNDLE"
 TRUSTED_KEY = "etc/trusted.pub.pem"
+T = TypeVar("T")
+
+
+class Facts:
+    """One value per key, made on first use and shared by the checks of one context.
+
+    A key names one kind of value (``("python-env", python)``); its maker runs once, under that
+    key's own lock, so a slow fact holds up only the checks that need it. A maker that raises
+    leaves nothing behind: the next check to ask makes it again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._made: dict[Hashable, object] = {}
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._made:
+                self._made[key] = make()
+            return cast(T, self._made[key])
 
 
 @dataclass(frozen=True)
@@ -27,6 +55,7 @@ class Context:
     deep: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     python: str = sys.executable
+    facts: Facts = field(default_factory=Facts, init=False, repr=False, compare=False)
 
     @classmethod
     def create(
@@ -47,9 +76,12 @@ class Context:
             pubkey = recorded if recorded.is_file() else None
         return cls(bundle, workspace, hostfile, pubkey, deep, env)
 
-    @cached_property
+    @property
     def manifest(self) -> dict[str, Any] | None:
         """The bundle's manifest.json, or None without a readable one."""
+        return self.facts.get("manifest", self._read_manifest)
+
+    def _read_manifest(self) -> dict[str, Any] | None:
         if self.bundle is None:
             return None
         try:

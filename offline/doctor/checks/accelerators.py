@@ -2,7 +2,8 @@
 
 Standard library only: torch is never imported here. What torch was built for comes from the
 bundle manifest (``torch 2.5.1+cu124``, ``nvidia-nccl-cu12``); where that is not enough, the
-installed torch is asked in a subprocess (``context.python -c ...``) with a timeout.
+installed torch is asked in a subprocess of ``context.python`` running ``probes/torch_build.py``
+with a timeout. The checks share one nvidia-smi run and one torch probe (``context.facts``).
 
 A host without ``nvidia-smi`` and without ``/dev/nvidia*`` is CPU-only: the checks skip there, and
 ``accel.nvidia-smi`` warns when the bundle carries a CUDA torch.
@@ -24,12 +25,11 @@ import os
 import pwd
 import re
 import shutil
-import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from offline.doctor.context import Context
 from offline.doctor.host import Ran, canonical, run
@@ -91,19 +91,7 @@ _KNOWN_FAILURES = (
         "nvidia_drm nvidia_modeset nvidia && sudo modprobe nvidia)",
     ),
 )
-_TORCH_PROBE = """\
-import json, torch
-flags = getattr(torch._C, "_cuda_getArchFlags", lambda: None)()
-try:
-    v = torch.cuda.nccl.version()
-    nccl = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-except Exception:
-    nccl = None
-print(json.dumps({"version": torch.__version__, "cuda": torch.version.cuda,
-                  "arch_list": flags.split() if flags else [], "nccl": nccl}))
-"""
-
-T = TypeVar("T")
+TORCH_BUILD = Path(__file__).resolve().parent.parent / "probes" / "torch_build.py"
 
 
 # --- facts: nvidia-smi, torch, device files --------------------------------------------------
@@ -295,7 +283,8 @@ def _prefixed(packages: Mapping[str, str], pattern: str) -> tuple[str, str] | No
 
 def installed_torch(context: Context) -> TorchBuild | str:
     """Ask ``context.python`` about its torch; a string says why that did not work."""
-    ran = run_command([context.python, "-c", _TORCH_PROBE], context.environ, TORCH_TIMEOUT_S)
+    argv = [context.python, "-P", str(TORCH_BUILD)]
+    ran = run_command(argv, context.environ, TORCH_TIMEOUT_S)
     if ran.code is None:
         return f"{context.python} did not import torch within {TORCH_TIMEOUT_S:g} s"
     lines = ran.out.strip().splitlines()
@@ -331,39 +320,28 @@ def can_use(path: Path) -> bool:
     return os.access(path, os.R_OK | os.W_OK)
 
 
-class Once(Generic[T]):
-    """A value made on first use and shared by checks running in parallel."""
-
-    def __init__(self, make: Callable[[Context], T]) -> None:
-        self._make = make
-        self._lock = threading.Lock()
-        self._made: list[T] = []
-
-    def get(self, context: Context) -> T:
-        with self._lock:
-            if not self._made:
-                self._made.append(self._make(context))
-            return self._made[0]
+def nvidia_smi(context: Context) -> Smi:
+    """What nvidia-smi says, asked once per context."""
+    return context.facts.get("nvidia-smi", lambda: query_smi(context))
 
 
-@dataclass
-class Facts:
-    """What several checks need, gathered once per doctor run."""
-
-    smi: Once[Smi] = field(default_factory=lambda: Once(query_smi))
-    installed: Once[TorchBuild | str] = field(default_factory=lambda: Once(installed_torch))
-
-    def torch(self, context: Context) -> TorchBuild | str:
-        """The bundle's torch if the manifest says what it was built for, else the installed one."""
-        return bundled_torch(context) or self.installed.get(context)
-
-    def cpu_only(self, context: Context) -> bool:
-        return self.smi.get(context).path is None and not device_files(context)
+def installed_build(context: Context) -> TorchBuild | str:
+    """What ``context.python``'s torch says it was built for, asked once per context."""
+    return context.facts.get(("installed-torch", context.python), lambda: installed_torch(context))
 
 
-def _gpus(context: Context, facts: Facts) -> Smi | Result:
+def torch_build(context: Context) -> TorchBuild | str:
+    """The bundle's torch if the manifest says what it was built for, else the installed one."""
+    return bundled_torch(context) or installed_build(context)
+
+
+def cpu_only(context: Context) -> bool:
+    return nvidia_smi(context).path is None and not device_files(context)
+
+
+def _gpus(context: Context) -> Smi | Result:
     """The listed GPUs, or the skip for checks that need them."""
-    smi = facts.smi.get(context)
+    smi = nvidia_smi(context)
     if smi.path is None and not device_files(context):
         return skipped("no NVIDIA GPU on this host: nvidia-smi is not on PATH, no /dev/nvidia*")
     if smi.path is None or smi.failure is not None:
@@ -371,9 +349,9 @@ def _gpus(context: Context, facts: Facts) -> Smi | Result:
     return smi
 
 
-def _cuda_torch(context: Context, facts: Facts) -> TorchBuild | Result:
+def _cuda_torch(context: Context) -> TorchBuild | Result:
     """The torch in use if it is a CUDA build, or the skip for checks that need one."""
-    torch = facts.torch(context)
+    torch = torch_build(context)
     if isinstance(torch, str):
         return skipped(f"cannot tell what torch was built for: {torch}")
     if torch.cuda is None:
@@ -384,9 +362,9 @@ def _cuda_torch(context: Context, facts: Facts) -> TorchBuild | Result:
 # --- checks ----------------------------------------------------------------------------------
 
 
-def check_nvidia_smi(context: Context, facts: Facts) -> Result:
+def check_nvidia_smi(context: Context) -> Result:
     """nvidia-smi answers and lists the GPUs; a CPU-only host skips."""
-    smi = facts.smi.get(context)
+    smi = nvidia_smi(context)
     if smi.failure is not None:
         return smi.failure
     if smi.path is None:
@@ -437,12 +415,12 @@ def _cuda_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:2])
 
 
-def check_cuda_runtime(context: Context, facts: Facts) -> Result:
+def check_cuda_runtime(context: Context) -> Result:
     """The driver supports the CUDA runtime the torch in use was built for."""
-    smi = _gpus(context, facts)
+    smi = _gpus(context)
     if isinstance(smi, Result):
         return smi
-    torch = facts.torch(context)
+    torch = torch_build(context)
     if isinstance(torch, str):
         return skipped(f"cannot tell what torch was built for: {torch}")
     evidence = {"torch": torch.version, "torch_cuda": torch.cuda, "source": torch.source}
@@ -505,17 +483,17 @@ def _sm(compute_cap: str) -> str:
     return "sm_" + compute_cap.replace(".", "")
 
 
-def check_compute_capability(context: Context, facts: Facts) -> Result:
+def check_compute_capability(context: Context) -> Result:
     """torch has kernels for every GPU's compute capability."""
-    smi = _gpus(context, facts)
+    smi = _gpus(context)
     if isinstance(smi, Result):
         return smi
-    torch = _cuda_torch(context, facts)
+    torch = _cuda_torch(context)
     if isinstance(torch, Result):
         return torch
     if all(g.compute_cap is None for g in smi.gpus):
         return skipped(f"nvidia-smi of driver {smi.driver} does not report compute capability")
-    installed = facts.installed.get(context)
+    installed = installed_build(context)
     if isinstance(installed, str) or not installed.arch_list:
         reason = installed if isinstance(installed, str) else f"torch {installed.version} has none"
         return warning(
@@ -544,9 +522,9 @@ def _compare_arch(gpus: Sequence[Gpu], torch: TorchBuild) -> Result:
     return passed(f"torch {torch.version} has kernels for {', '.join(shown)}", **evidence)
 
 
-def check_ecc(context: Context, facts: Facts) -> Result:
+def check_ecc(context: Context) -> Result:
     """No GPU has uncorrected ECC errors since the driver loaded."""
-    smi = _gpus(context, facts)
+    smi = _gpus(context)
     if isinstance(smi, Result):
         return smi
     counts = {str(g.index): g.ecc_uncorrected for g in smi.gpus}
@@ -565,9 +543,9 @@ def check_ecc(context: Context, facts: Facts) -> Result:
     return passed("no uncorrected ECC errors", uncorrected=counts)
 
 
-def check_temperature(context: Context, facts: Facts) -> Result:
+def check_temperature(context: Context) -> Result:
     """No GPU is running hotter than HOT_C."""
-    smi = _gpus(context, facts)
+    smi = _gpus(context)
     if isinstance(smi, Result):
         return smi
     temps = {str(g.index): g.temperature_c for g in smi.gpus}
@@ -585,9 +563,9 @@ def check_temperature(context: Context, facts: Facts) -> Result:
     return passed(f"hottest GPU at {max(t or 0 for t in temps.values())} C", temperature_c=temps)
 
 
-def check_persistence(context: Context, facts: Facts) -> Result:
+def check_persistence(context: Context) -> Result:
     """Persistence mode is on, so each CUDA start does not re-initialise the GPUs."""
-    smi = _gpus(context, facts)
+    smi = _gpus(context)
     if isinstance(smi, Result):
         return smi
     modes = {str(g.index): g.persistence for g in smi.gpus}
@@ -605,16 +583,16 @@ def check_persistence(context: Context, facts: Facts) -> Result:
     return passed("persistence mode is on", persistence=modes)
 
 
-def check_nccl(context: Context, facts: Facts) -> Result:
+def check_nccl(context: Context) -> Result:
     """NCCL, which multi-GPU training talks through, is there and fits the driver."""
-    smi = _gpus(context, facts)
+    smi = _gpus(context)
     if isinstance(smi, Result):
         return smi
-    torch = _cuda_torch(context, facts)
+    torch = _cuda_torch(context)
     if isinstance(torch, Result):
         return torch
     if torch.nccl is None:
-        installed = facts.installed.get(context)
+        installed = installed_build(context)
         torch = installed if isinstance(installed, TorchBuild) else torch
     if torch.nccl is None:
         return problem(
@@ -634,7 +612,7 @@ def check_nccl(context: Context, facts: Facts) -> Result:
     return passed(f"NCCL {torch.nccl} ({torch.source})", **evidence)
 
 
-def check_nouveau(context: Context, facts: Facts) -> Result:
+def check_nouveau(context: Context) -> Result:
     """The open-source nouveau driver does not hold the GPUs."""
     path = Path(context.environ.get(PROC_MODULES_ENV) or PROC_MODULES)
     try:
@@ -643,14 +621,14 @@ def check_nouveau(context: Context, facts: Facts) -> Result:
         return skipped(f"cannot read {path} ({exc.strerror or exc}): loaded modules unknown")
     nvidia = sorted(m for m in loaded if m.startswith("nvidia"))
     if "nouveau" in loaded:
-        return _nouveau_loaded(context, facts, nvidia)
-    if facts.cpu_only(context):
+        return _nouveau_loaded(context, nvidia)
+    if cpu_only(context):
         return skipped("no NVIDIA GPU on this host (and nouveau is not loaded)")
     shown = ", ".join(nvidia) or "none listed"
     return passed(f"nouveau is not loaded; NVIDIA modules: {shown}", nvidia_modules=nvidia)
 
 
-def _nouveau_loaded(context: Context, facts: Facts, nvidia: list[str]) -> Result:
+def _nouveau_loaded(context: Context, nvidia: list[str]) -> Result:
     message = "nouveau is loaded: the NVIDIA driver, and CUDA, cannot use the GPUs it holds"
     fix = (
         "blacklist it: printf 'blacklist nouveau\\noptions nouveau modeset=0\\n' | sudo tee "
@@ -658,7 +636,7 @@ def _nouveau_loaded(context: Context, facts: Facts, nvidia: list[str]) -> Result
         "install the NVIDIA driver"
     )
     torch = bundled_torch(context)
-    if facts.cpu_only(context) and (torch is None or torch.cuda is None):
+    if cpu_only(context) and (torch is None or torch.cuda is None):
         return warning(message, fix, nvidia_modules=nvidia)
     return problem(message, fix, nvidia_modules=nvidia)
 
@@ -677,9 +655,9 @@ def _group(path: Path) -> str:
         return "root"
 
 
-def check_device_files(context: Context, facts: Facts) -> Result:
+def check_device_files(context: Context) -> Result:
     """/dev/nvidiactl, /dev/nvidia-uvm and one /dev/nvidiaN per GPU exist and are usable."""
-    smi = facts.smi.get(context)
+    smi = nvidia_smi(context)
     files = device_files(context)
     if smi.path is None and not files:
         return skipped("no NVIDIA GPU on this host: no /dev/nvidia*, no nvidia-smi")
@@ -727,7 +705,7 @@ def _locked(paths: list[Path]) -> Result:
     )
 
 
-_CHECKS: tuple[tuple[str, str, Callable[[Context, Facts], Result], Severity], ...] = (
+_CHECKS: tuple[tuple[str, str, Callable[[Context], Result], Severity], ...] = (
     ("accel.nvidia-smi", "nvidia-smi answers and lists the GPUs", check_nvidia_smi, "critical"),
     ("accel.cuda-runtime", "the driver runs torch's CUDA", check_cuda_runtime, "critical"),
     (
@@ -747,13 +725,5 @@ _CHECKS: tuple[tuple[str, str, Callable[[Context, Facts], Result], Severity], ..
 
 def checks(context: Context) -> list[Check]:
     """The accelerators group; its checks share one nvidia-smi run and one torch probe."""
-    facts = Facts()
     timeout = 2 * SMI_TIMEOUT_S + TORCH_TIMEOUT_S + 5
-    return [
-        Check(id_, GROUP, title, _bound(run, facts), severity, timeout)
-        for id_, title, run, severity in _CHECKS
-    ]
-
-
-def _bound(run: Callable[[Context, Facts], Result], facts: Facts) -> Callable[[Context], Result]:
-    return lambda context: run(context, facts)
+    return [Check(id_, GROUP, title, run, sev, timeout) for id_, title, run, sev in _CHECKS]

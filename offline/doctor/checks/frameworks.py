@@ -1,8 +1,9 @@
 """Doctor checks: the frameworks group (ids ``fw.*``).
 
-Each framework is imported in a child process of ``context.python``, never in the doctor, so a
-broken or hanging install costs one check and nothing else. The child prints one marked JSON
-line on its real stdout; whatever the framework prints goes to stderr.
+Each framework is imported in a child process of ``context.python`` running
+``probes/frameworks.py``, never in the doctor, so a broken or hanging install costs one check
+and nothing else. The child prints one marked JSON line on its real stdout; whatever the
+framework prints goes to stderr.
 
 torch, DeepSpeed and TVM (through tvm_ffi) all begin by importing torch, which costs most of
 their probes' CPU. Their children are forked from one host process of ``context.python`` that
@@ -38,193 +39,12 @@ from offline.airgap import OFFLINE_ENV
 from offline.doctor.context import Context
 from offline.doctor.host import canonical, run
 from offline.doctor.model import Check, Result, passed, problem, skipped, warning
+from offline.doctor.probes.frameworks import MARKER
 
-MARKER = "@@deepseek-doctor-probe@@ "
-
-# Runs in the checked interpreter; argv: MODULE DIST. Defines emit(), version() and body().
-# The probe lives for one import: the cyclic collector would only rescan torch's objects
-# (up to 0.4 s of CPU per probe) and frees nothing that matters before the exit.
-_PRELUDE = f"""\
-import gc
-gc.disable()
-import importlib, importlib.metadata, importlib.util, json, os, shutil, sys, traceback
-_out = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)
-MODULE, DIST = sys.argv[1], sys.argv[2]
-
-def emit(**data):
-    _out.write({MARKER!r} + json.dumps(data, default=str) + "\\n")
-    _out.flush()
-
-def last_line(exc):
-    return traceback.format_exception_only(exc)[-1].strip()
-
-def version(module):
-    found = getattr(module, "__version__", None)
-    if found:
-        return str(found)
-    try:
-        return importlib.metadata.version(DIST)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-"""
-
-_MAIN = """
-try:
-    if importlib.util.find_spec(MODULE) is None:
-        emit(missing=True)
-    else:
-        body()
-except BaseException as exc:
-    frames = traceback.extract_tb(exc.__traceback__)
-    emit(error=last_line(exc), where=f"{frames[-1].filename}:{frames[-1].lineno}")
-# The record is out; tearing torch down at exit proves nothing and costs 0.3 to 0.5 s of CPU.
-os._exit(0)
-"""
-
-_IMPORT_BODY = """
-def body():
-    emit(version=version(importlib.import_module(MODULE)))
-"""
-
-_TORCH_BODY = """
-def body():
-    import torch
-
-    def bf16(device):
-        try:
-            a = torch.ones(8, 8, dtype=torch.bfloat16, device=device)
-            return bool(((a @ a).float() == 8).all())
-        except Exception as exc:
-            return last_line(exc)
-
-    cuda = bool(torch.cuda.is_available())
-    emit(version=version(torch), cuda_build=torch.version.cuda, cuda_available=cuda,
-         devices=torch.cuda.device_count() if cuda else 0,
-         bf16_cpu=bf16("cpu"), bf16_cuda=bf16("cuda") if cuda else None)
-"""
-
-_DEEPSPEED_BODY = """
-def body():
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
-    from deepspeed.git_version_info import installed_ops
-    from deepspeed.ops.op_builder.all_ops import ALL_OPS
-
-    def compatible(builder):
-        try:
-            return bool(builder.is_compatible(verbose=False))
-        except Exception:
-            return False
-
-    ops = {name: {"prebuilt": bool(installed_ops.get(name)), "compatible": compatible(b)}
-           for name, b in sorted(ALL_OPS.items())}
-    cxx = (os.environ.get("CXX") or "").split()
-    here = os.path.dirname(sys.executable)
-    emit(version=version(deepspeed), accelerator=get_accelerator()._name, ops=ops,
-         cxx=shutil.which(cxx[0]) if cxx else shutil.which("c++") or shutil.which("g++"),
-         ninja=shutil.which("ninja"), ninja_beside_python=shutil.which("ninja", path=here))
-"""
-
-_TRANSFORMERS_BODY = """
-def body():
-    import transformers
-    try:
-        from transformers.utils.hub import is_offline_mode
-    except ImportError:
-        from huggingface_hub.constants import is_offline_mode
-    emit(version=version(transformers), offline_mode=bool(is_offline_mode()))
-"""
-
-# An llvm Target parses in any build; runtime.enabled says whether LLVM codegen is built in.
-_TVM_BODY = """
-def body():
-    import tvm
-    try:
-        target, target_error = str(tvm.target.Target("llvm")), None
-    except Exception as exc:
-        target, target_error = None, last_line(exc)
-    try:
-        llvm = bool(tvm.runtime.enabled("llvm"))
-    except Exception:
-        llvm = None
-    emit(version=version(tvm), target=target, target_error=target_error, llvm_enabled=llvm)
-"""
-
-# The TorchHost's program, run in the checked interpreter; argv: IDLE (seconds). It imports
-# torch and says whether it could, then forks one child per request line on stdin and says each
-# child's pid and exit code; it exits at EOF or after IDLE seconds with nothing to do. A child
-# gets its own process group (set on both sides of the fork, so a kill can never miss it),
-# stdin from /dev/null, stdout and stderr into the request's files, the framework's env
-# defaults, and runs the probe script as `python -c` would. Nothing here initialises CUDA:
-# importing torch leaves that to first use, so forking after it is safe on GPU hosts too.
-_HOST = f"""\
-import gc
-gc.disable()
-import json, os, select, sys, time, traceback
-_out = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)
-IDLE = float(sys.argv[1])
-
-def say(**data):
-    _out.write({MARKER!r} + json.dumps(data) + "\\n")
-    _out.flush()
-
-def child(request):
-    os.setpgid(0, 0)
-    os.close(_out.fileno())
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
-    for key, value in request["env"].items():
-        os.environ.setdefault(key, value)
-    sys.argv = ["-c", *request["argv"]]
-    exec(compile(request["script"], "<string>", "exec"), {{"__name__": "__main__"}})
-
-def fork(request):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child(request)
-        except BaseException:
-            traceback.print_exc()
-        os._exit(1)
-    try:
-        os.setpgid(pid, pid)
-    except OSError:
-        pass
-    return pid
-
-try:
-    import torch
-except BaseException:
-    say(ready=False)
-    os._exit(0)
-say(ready=True)
-children, pending, reading, idle_since = {{}}, b"", True, time.monotonic()
-while reading or children:
-    if reading and select.select([0], [], [], 0.02)[0]:
-        chunk = os.read(0, 1 << 16)
-        reading, pending = bool(chunk), pending + chunk
-        *lines, pending = pending.split(b"\\n")
-        for line in lines:
-            request = json.loads(line)
-            pid = fork(request)
-            children[pid] = request["id"]
-            say(id=request["id"], pid=pid)
-    elif not reading:
-        time.sleep(0.02)
-    while children:
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:
-            break
-        say(id=children.pop(pid), returncode=os.waitstatus_to_exitcode(status))
-    if children or pending:
-        idle_since = time.monotonic()
-    elif time.monotonic() - idle_since > IDLE:
-        break
-os._exit(0)
-"""
+# The program every probe runs (``probe BODY MODULE DIST``), and the TorchHost's (``host IDLE``).
+PROBE = Path(__file__).resolve().parent.parent / "probes" / "frameworks.py"
+# The body that only imports the module and reports its version.
+_IMPORT_BODY = "import"
 
 # DeepSpeed picks an accelerator by probing devices; without a choice in the environment, cpu.
 _DS_ENV = {"DS_ACCELERATOR": "cpu"}
@@ -253,7 +73,7 @@ class Framework:
     extra: str  # the deepseek-offline extra that brings it
     timeout: float
     judge: Judge
-    body: str
+    body: str  # which body of probes/frameworks.py asks about it
     env: Mapping[str, str] = field(default_factory=dict)  # defaults; context.environ wins
     core: bool = False  # expected even without a bundle manifest
     after_torch: bool = False  # its import begins by importing torch: fork it from a TorchHost
@@ -284,11 +104,6 @@ def reinstall_fix(context: Context) -> str:
     return f"reinstall from the bundle: scripts/install-offline.sh {bundle} --pubkey {pubkey}"
 
 
-def script(body: str) -> str:
-    """The program a probe runs: prelude, the framework's ``body()``, the guarded call."""
-    return _PRELUDE + body + _MAIN
-
-
 def parse(stdout: str) -> Mapping[str, Any] | None:
     """The last marked JSON object in ``stdout``; None when there is none."""
     for line in reversed(stdout.splitlines()):
@@ -306,9 +121,14 @@ def _tail(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def probe_argv(framework: Framework) -> list[str]:
+    """The arguments of ``probes/frameworks.py probe`` for ``framework``."""
+    return [framework.body, framework.name, framework.dist]
+
+
 def run_probe(python: str, argv: list[str], env: Mapping[str, str], timeout: float) -> Probe:
-    """Run ``python -P -c ...argv`` in its own session; kill the whole session at ``timeout``."""
-    ran = run([python, "-P", "-c", *argv], timeout, env)
+    """Run ``python -P PROBE probe ...argv`` in its own session; kill it all at ``timeout``."""
+    ran = run([python, "-P", str(PROBE), "probe", *argv], timeout, env)
     if not ran.started:
         raise OSError(ran.err.removeprefix(f"cannot run {python}: "))
     return Probe(parse(ran.out), ran.code, ran.last_error_line, ran.seconds)
@@ -361,8 +181,7 @@ class TorchHost:
     ) -> Probe | None:
         out, err = tmp / "stdout", tmp / "stderr"
         request = {
-            "script": script(framework.body),
-            "argv": [framework.name, framework.dist],
+            "argv": probe_argv(framework),
             "env": dict(framework.env),
             "stdout": str(out),
             "stderr": str(err),
@@ -408,7 +227,7 @@ class TorchHost:
 
     def _start(self) -> None:
         proc = subprocess.Popen(
-            [self.python, "-P", "-c", _HOST, str(self.idle)],
+            [self.python, "-P", str(PROBE), "host", str(self.idle)],
             env=dict(self.env),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -461,9 +280,8 @@ def probe_framework(framework: Framework, context: Context, host: TorchHost | No
         if served is not None:
             return served
     env = {**framework.env, **context.environ, **_PROBE_ENV}
-    argv = [script(framework.body), framework.name, framework.dist]
     left = max(framework.timeout - (time.monotonic() - started), 0.0)
-    probe = run_probe(context.python, argv, env, left)
+    probe = run_probe(context.python, probe_argv(framework), env, left)
     return replace(probe, seconds=time.monotonic() - started)
 
 
@@ -655,24 +473,20 @@ def _cross_compiler(context: Context) -> Result:
 
 
 FRAMEWORKS: tuple[Framework, ...] = (
-    Framework(
-        "torch", "torch", "train", 30.0, judge_torch, _TORCH_BODY, core=True, after_torch=True
-    ),
+    Framework("torch", "torch", "train", 30.0, judge_torch, "torch", core=True, after_torch=True),
     Framework(
         "deepspeed",
         "deepspeed",
         "train",
         45.0,
         judge_deepspeed,
-        _DEEPSPEED_BODY,
+        "deepspeed",
         _DS_ENV,
         after_torch=True,
     ),
-    Framework(
-        "transformers", "transformers", "train", 30.0, judge_transformers, _TRANSFORMERS_BODY
-    ),
+    Framework("transformers", "transformers", "train", 30.0, judge_transformers, "transformers"),
     # tvm_ffi imports torch before anything else (when it can), as DeepSpeed does.
-    Framework("tvm", "apache-tvm", "deploy", 30.0, judge_tvm, _TVM_BODY, after_torch=True),
+    Framework("tvm", "apache-tvm", "deploy", 30.0, judge_tvm, "tvm", after_torch=True),
     Framework("fastapi", "fastapi", "serve", 15.0, judge_import, _IMPORT_BODY),
     Framework("uvicorn", "uvicorn", "serve", 15.0, judge_import, _IMPORT_BODY),
     Framework("dvc", "dvc", "data", 15.0, judge_import, _IMPORT_BODY),

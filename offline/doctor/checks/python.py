@@ -1,15 +1,16 @@
 """Doctor checks: the Python environments against the bundle's locks.
 
-Facts about an environment come from one subprocess of its own interpreter (standard library
-only), so the doctor works whatever is broken inside that environment.
+Facts about an environment come from one subprocess of its own interpreter running
+``probes/python_env.py`` (standard library only, ``-I``), so the doctor works whatever is broken
+inside that environment; the env's checks share that one answer through ``context.facts``.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from offline.doctor.context import Context
@@ -21,66 +22,36 @@ _ALWAYS = {"pip", "setuptools", "wheel", "deepseek-offline"}
 _FACTS_TIMEOUT = 30.0
 _DEEP_TIMEOUT = 600.0  # --deep hashes every installed file
 
-_FACTS = r"""
-import base64, hashlib, json, sys
-from importlib import metadata
-deep = sys.argv[1] == "1"
-dists, bad = {}, {}
-for d in metadata.distributions():
-    name = (d.metadata["Name"] or "").lower().replace("_", "-").replace(".", "-")
-    if not name:
-        continue
-    dists[name] = d.version
-    if not deep:
-        continue
-    for f in d.files or []:
-        if not f.hash or f.hash.mode != "sha256":
-            continue
-        try:
-            digest = hashlib.sha256(f.locate().read_bytes()).digest()
-        except OSError:
-            bad.setdefault(name, []).append(str(f) + " (missing)")
-            continue
-        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != f.hash.value:
-            bad.setdefault(name, []).append(str(f))
-print(json.dumps({"version": "%d.%d.%d" % sys.version_info[:3], "prefix": sys.prefix,
-                  "base_prefix": sys.base_prefix, "dists": dists, "record_mismatches": bad}))
-"""
+PYTHON_ENV = Path(__file__).resolve().parent.parent / "probes" / "python_env.py"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Facts:
-    """Facts about one env's interpreter, gathered once and shared by its checks."""
+    """Facts about one env's interpreter, asked once per context and shared by its checks."""
 
     python: str
     environ: dict[str, str]
     deep: bool
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _data: dict[str, Any] | None = None
-    _error: str | None = None
+    context: Context
 
     def get(self) -> dict[str, Any]:
-        with self._lock:
-            if self._data is None and self._error is None:
-                self._load()
-        if self._error is not None:
-            raise RuntimeError(self._error)
-        assert self._data is not None
-        return self._data
+        found = self.context.facts.get(("python-env", self.python, self.deep), self._load)
+        if isinstance(found, str):
+            raise RuntimeError(found)
+        return found
 
-    def _load(self) -> None:
-        cmd = [self.python, "-I", "-c", _FACTS, "1" if self.deep else "0"]
+    def _load(self) -> dict[str, Any] | str:
+        """The facts, or why there are none."""
+        cmd = [self.python, "-I", str(PYTHON_ENV), "1" if self.deep else "0"]
         timeout = _DEEP_TIMEOUT if self.deep else _FACTS_TIMEOUT
         ran = run(cmd, timeout, self.environ)
         if ran.code is None or ran.code == 127:
-            self._error = f"{self.python} could not run: {ran.err or f'no answer in {timeout} s'}"
-            return
+            return f"{self.python} could not run: {ran.err or f'no answer in {timeout} s'}"
         if ran.code != 0:
-            self._error = f"{self.python} failed: {ran.last_error_line}"
-            return
-        data = json.loads(ran.out)
+            return f"{self.python} failed: {ran.last_error_line}"
+        data: dict[str, Any] = json.loads(ran.out)
         data["dists"] = {canonical(k): v for k, v in data["dists"].items()}
-        self._data = data
+        return data
 
 
 def _locked(context: Context, env: str) -> dict[str, str]:
@@ -217,7 +188,7 @@ def _bind(fn: Callable[[Context, _Facts], Result], facts: _Facts) -> Callable[[C
 def checks(context: Context) -> list[Check]:
     found: list[Check] = []
     for env, python in _env_pythons(context).items():
-        facts = _Facts(python, dict(context.environ), context.deep)
+        facts = _Facts(python, dict(context.environ), context.deep, context)
         p = f"py.{env}"
         wait = _DEEP_TIMEOUT + 10 if context.deep else _FACTS_TIMEOUT + 10
         found += [
