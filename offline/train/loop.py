@@ -9,6 +9,12 @@ A step is one optimizer update: ``gradient_accumulation_steps`` micro-batches pe
 data order is a function of the seed and a global sample position (:class:`DataOrder`); a full
 checkpoint stores that position, the RNG states of every rank, the guard state and the LR scale,
 so ``--resume auto`` continues bit-for-bit where an uninterrupted run would be.
+
+The :class:`Trainer` keeps the step loop and its state; it reads the typed config it is given
+and works through three collaborators: the :class:`~offline.train.world.World` (rank, world
+size, accelerator, the collectives), the :class:`~offline.train.plan.Plan` (run identity,
+precision, DeepSpeed JSON, derived once) and the :class:`~offline.train.runlog.RunLog`
+(stderr, ``train.jsonl``, TensorBoard). :mod:`offline.train.output` writes what a run leaves.
 """
 
 from __future__ import annotations
@@ -16,40 +22,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import math
-import os
 import random
 import shutil
-import socket
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offline.airgap import go_offline
-from offline.errors import (
-    ConfigError,
-    DataError,
-    NetworkError,
-    NotFoundError,
-    ResourceError,
-    TrainingError,
-)
-from offline.fsutil import atomic_write_text, build_dir, files_digest
-from offline.redact import redact, redact_tree
+from offline.errors import ConfigError, DataError, NotFoundError, ResourceError, TrainingError
+from offline.fsutil import build_dir
 from offline.train.checkpoint import Channel, Found, read_manifest, step_name, verify
-from offline.train.config import (
-    BETAS,
-    EPS,
-    TrainConfig,
-    deepspeed_config,
-    resolve_precision,
-    uses_deepspeed_optimizer,
-)
+from offline.train.config import BETAS, EPS, TrainConfig, uses_deepspeed_optimizer
 from offline.train.data import (
     DataOrder,
     Dataset,
@@ -63,20 +49,19 @@ from offline.train.data import (
 from offline.train.guards import SpikeDetector, ThroughputWatch
 from offline.train.lora import add_adapters, check_kbit, kbit_load_kwargs, prepare_kbit
 from offline.train.loss import use_chunked_loss
+from offline.train.output import (
+    exportable,
+    merged,
+    rebuilt,
+    run_metrics,
+    training_card,
+    write_metrics,
+    write_training_card,
+)
+from offline.train.plan import Plan
+from offline.train.runlog import RunLog
+from offline.train.world import World
 
-# Fields that do not change what the weights become; every other field is part of the run's
-# identity, and checkpoints are only resumed by a run with the same identity.
-_NOT_IDENTITY = {
-    "output_dir",
-    "log_dir",
-    "metrics_file",
-    "plot_file",
-    "eval_every",
-    "eval_batches",
-    "checkpoint",
-    "guards",
-    "activation_checkpointing",
-}
 OOM_FIX = (
     "lower micro_batch_size (raise gradient_accumulation_steps to keep the batch), use"
     " zero_stage: 3, offload_optimizer: cpu and offload_params: cpu, or"
@@ -150,116 +135,6 @@ class WarmupCosine:
         return self.scale * (self.min_ratio + (1 - self.min_ratio) * cosine)
 
 
-def _free_port() -> int:
-    """A free loopback port, after checking loopback works (gloo rendezvous needs it).
-
-    An interface-less network namespace (``unshare -n``) has loopback down; without this check
-    the process group would wait out its timeout instead of saying why.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        try:
-            socket.create_connection(sock.getsockname(), timeout=5).close()
-        except OSError as exc:
-            raise NetworkError(
-                f"cannot connect to 127.0.0.1 ({exc.strerror}): training needs the loopback"
-                " interface for its process group",
-                fix="bring it up: ip link set lo up",
-            ) from None
-        return int(sock.getsockname()[1])
-
-
-def _prepare_environment() -> str:
-    """Offline switches, the accelerator, and a world of one unless a launcher set one up."""
-    go_offline()
-    if "DS_ACCELERATOR" not in os.environ:
-        import torch
-
-        os.environ["DS_ACCELERATOR"] = "cuda" if torch.cuda.is_available() else "cpu"
-    if "RANK" not in os.environ:
-        os.environ.update(
-            RANK="0",
-            LOCAL_RANK="0",
-            WORLD_SIZE="1",
-            LOCAL_SIZE="1",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=os.environ.get("MASTER_PORT") or str(_free_port()),
-        )
-    return os.environ["DS_ACCELERATOR"]
-
-
-def _release_shared_memory(rank: int, world: int) -> None:
-    """DeepSpeed's CPU all-reduce keeps its workspace (67 MB a rank) in a shared-memory file it
-    never removes: left behind, every training run, even one killed, would hold that much RAM
-    until a reboot. Once every rank has mapped every other rank's file (they do in
-    ``init_distributed``; the barrier says all have returned from it), the names are no longer
-    needed and each rank removes its own: the mappings stay valid until the process ends."""
-    import torch.distributed as dist
-
-    if world > 1 and dist.is_initialized():
-        dist.barrier()
-    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
-        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank
-    )
-    Path("/dev/shm", name).unlink(missing_ok=True)
-
-
-def _file_digest(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return files_digest(files)
-
-
-def _model_digest(path: Path) -> str:
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for file in sorted(path.iterdir()):
-        if file.is_file():
-            digest.update(f"{file.name}:{file.stat().st_size}".encode())
-    return digest.hexdigest()
-
-
-def run_identity(cfg: TrainConfig, root: Path, world_size: int) -> tuple[str, dict[str, Any]]:
-    """A short id of what the run computes: config, data and model contents, world size."""
-    ident = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_IDENTITY}
-    ident["world_size"] = world_size
-    ident["model_digest"] = _model_digest(root / cfg.model)
-    ident["data_digest"] = {
-        name: _file_digest(root / value)
-        for name, value in (("train", cfg.data.train), ("validation", cfg.data.validation))
-        if value
-    }
-    text = json.dumps(ident, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12], ident
-
-
-def _dvc_lineage(root: Path, paths: list[str]) -> list[dict[str, Any]]:
-    """The dvc.lock outputs that hold ``paths`` (stage, path, md5), for the training card."""
-    import yaml
-
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return []
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    found = []
-    for stage, body in stages.items():
-        for out in body.get("outs", []):
-            out_path = str(out.get("path", "")).rstrip("/")
-            if any(p == out_path or p.startswith(out_path + "/") for p in paths):
-                found.append({"stage": stage, "path": out_path, "md5": out.get("md5")})
-    return found
-
-
-def _versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("deepseek-offline", "torch", "transformers", "deepspeed", "peft"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[name] = version(name)
-    return out
-
-
 def _write_failure(exc: Exception, where: Path) -> Exception:
     """``exc``, or a plain "no space left" when the disk under ``where`` is what ran out."""
     full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -284,55 +159,21 @@ def weight_decay_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-def collective_placement(backend: str, device: Any) -> tuple[Any, Any]:
-    """The device and dtype of a small all-reduced tensor on ``backend``.
-
-    NCCL reduces CUDA tensors only (float64 included), on the engine's device; gloo reduces CPU
-    tensors. Other backends (hccl, ccl) get float32 on the device: not all reduce float64.
-    Token counts stay exact in float32 up to 2**24 per step.
-    """
-    import torch
-
-    if backend == "gloo":
-        return torch.device("cpu"), torch.float64
-    if backend == "nccl":
-        return torch.device(device), torch.float64
-    return torch.device(device), torch.float32
-
-
-def write_training_card(directory: Path, card: dict[str, Any]) -> dict[str, Any]:
-    """Write ``card`` as ``directory/training_card.json`` with credentials masked (see
-    ``offline.redact``: a config value or an error can carry one); returns it as written."""
-    shown: dict[str, Any] = redact_tree(card)
-    text = json.dumps(shown, indent=2, sort_keys=True) + "\n"
-    (directory / "training_card.json").write_text(text)
-    return shown
-
-
 class Trainer:
-    """Everything one rank holds during a run."""
+    """Everything one rank holds during a run: the config, the world, the log, and the state
+    of the model, data order and guards that the steps change."""
 
     def __init__(self, cfg: TrainConfig, root: Path, *, resume: str = "none") -> None:
         self.cfg, self.root, self.resume = cfg, root, resume
-        self.alone = "RANK" not in os.environ  # no launcher: a world of one, set up here
-        self.accelerator = _prepare_environment()
-        self.rank = int(os.environ["RANK"])
-        self.world = int(os.environ["WORLD_SIZE"])
-        self.precision = resolve_precision(cfg.precision, self.accelerator)
+        self.world = World()
         if cfg.lora.base_bits:
-            check_kbit(cfg.lora.base_bits, self.accelerator)  # before any data or model work
-        self.ds_config = deepspeed_config(cfg, self.world, self.accelerator)
-        self.run_id, self.identity = run_identity(cfg, root, self.world)
-        self.run_dir = root / cfg.checkpoint.dir / self.run_id
-        self.full = Channel(self.run_dir / "full", cfg.checkpoint.keep)
-        self.light = Channel(self.run_dir / "light", cfg.checkpoint.keep)
-        self.log_dir = root / cfg.log_dir
-        self.spike = SpikeDetector(
-            cfg.guards.spike.steps,
-            cfg.guards.spike.threshold,
-            cfg.guards.spike.ema_decay,
-            cfg.guards.spike.warmup,
-        )
+            check_kbit(cfg.lora.base_bits, self.world.accelerator)  # before any data or model work
+        self.plan = Plan.make(cfg, root, self.world.size, self.world.accelerator)
+        self.log = RunLog(root / cfg.log_dir, self.world.rank)
+        self.full = Channel(self.plan.run_dir / "full", cfg.checkpoint.keep)
+        self.light = Channel(self.plan.run_dir / "light", cfg.checkpoint.keep)
+        spike = cfg.guards.spike
+        self.spike = SpikeDetector(spike.steps, spike.threshold, spike.ema_decay, spike.warmup)
         self.throughput = ThroughputWatch(cfg.guards.throughput.drop, cfg.guards.throughput.window)
         self.spans: dict[int, tuple[int, int]] = {}  # step -> data positions it consumed
         self.rollbacks: list[dict[str, Any]] = []
@@ -343,50 +184,6 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.lora_targets: dict[str, Any] | None = None  # the adapted layers (start record, card)
         self.chunked_loss = False  # whether the causal LM loss is computed in chunks
-        self.bar: Any = None  # tqdm on a TTY (rank 0)
-        self.tb: Any = None  # TensorBoard writer (rank 0)
-        self.jsonl: Any = None
-
-    # -- output ------------------------------------------------------------------------
-    def say(self, text: str) -> None:
-        if self.rank == 0:
-            if self.bar is not None:
-                self.bar.write(redact(text), file=sys.stderr)
-            else:
-                sys.stderr.write(redact(text) + "\n")
-                sys.stderr.flush()
-
-    def log(self, record: dict[str, Any]) -> None:
-        if self.rank == 0:
-            line = {"time": round(time.time(), 3), **redact_tree(record)}
-            self.jsonl.write(json.dumps(line) + "\n")
-            self.jsonl.flush()
-
-    def scalar(self, name: str, value: float, step: int) -> None:
-        if self.rank == 0 and self.tb is not None:
-            self.tb.add_scalar(name, value, step)
-
-    # -- collectives ---------------------------------------------------------------------
-    def all_sum(self, values: list[float]) -> list[float]:
-        """``values`` summed over the ranks (a collective; every rank gets the sums)."""
-        if self.world == 1:
-            return [float(v) for v in values]
-        import torch
-        from deepspeed import comm as dist
-
-        device, dtype = collective_placement(torch.distributed.get_backend(), self.device)
-        tensor = torch.tensor(values, dtype=dtype, device=device)
-        dist.all_reduce(tensor)
-        return [float(v) for v in tensor.tolist()]
-
-    def all_ok(self, ok: bool) -> bool:
-        return self.all_sum([0.0 if ok else 1.0])[0] == 0.0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            from deepspeed import comm as dist
-
-            dist.barrier()
 
     # -- setup ---------------------------------------------------------------------------
     def setup(self) -> None:
@@ -411,13 +208,7 @@ class Trainer:
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self._load_data()  # bad data fails here, before any process group or model exists
-        deepspeed.init_distributed(
-            dist_backend="gloo" if self.accelerator == "cpu" else None,
-            init_method=self._file_store() if self.alone else None,
-            rank=self.rank if self.alone else -1,
-            world_size=self.world if self.alone else -1,
-        )
-        _release_shared_memory(self.rank, self.world)
+        self.world.join()
         transformers.set_seed(cfg.seed)
         self.model = self._load_model(model_dir)
         # ds_numel: a parameter ZeRO-3 built partitioned holds no elements here
@@ -427,7 +218,7 @@ class Trainer:
         self.trainable = sum(n for n, trained in sizes if trained)
         self.parameters = sum(n for n, _ in sizes)
         optimizer = None
-        if not uses_deepspeed_optimizer(cfg, self.accelerator):
+        if not uses_deepspeed_optimizer(cfg, self.world.accelerator):
             optimizer = torch.optim.AdamW(
                 weight_decay_groups(self.model, cfg.weight_decay),
                 lr=cfg.learning_rate,
@@ -446,11 +237,11 @@ class Trainer:
                 optimizer=optimizer,
                 model_parameters=None if optimizer else self.model.parameters(),
                 lr_scheduler=make_scheduler,
-                config=self.ds_config,
+                config=self.plan.deepspeed,
             )
         except torch.OutOfMemoryError:
             raise TrainingError("out of memory while placing the model", fix=OOM_FIX) from None
-        self.device = self.engine.device
+        self.world.device = self.engine.device
 
     def _load_data(self) -> None:
         cfg = self.cfg
@@ -469,7 +260,7 @@ class Trainer:
         if cfg.data.validation:
             self.val_data = self._stored("validation", cfg.data.validation, kwargs)
         self._report_data()
-        per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.world
+        per_step = self.plan.per_step
         if len(self.train_data.examples) < per_step:
             data = self.train_data
             kind = "packed rows" if cfg.data.packing else "usable examples"
@@ -491,10 +282,10 @@ class Trainer:
         from offline import __version__
 
         key = hashlib.sha256(f"{__version__}:{_STORE_FORMAT}".encode()).hexdigest()[:8]
-        path = self.run_dir / "data" / f"{name}-{key}.arrow"
+        path = self.plan.run_dir / "data" / f"{name}-{key}.arrow"
         failed = path.with_suffix(".failed")
         if not path.is_file():
-            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            if self.world.local_rank == 0:
                 failed.unlink(missing_ok=True)
                 try:
                     data = load_dataset(self.root / relative, self.cfg.task, self.tok, **kwargs)
@@ -515,7 +306,7 @@ class Trainer:
             text = f"{len(data.examples)} examples kept"
         if data.dropped_by:
             text += f", {_dropped_text(data)}"
-        self.say(f"data.train: {text}")
+        self.log.say(f"data.train: {text}")
 
     def _from_pretrained(self, model_dir: Path, **extra: Any) -> Any:
         """The base model for the task (a classifier gets this run's label set)."""
@@ -547,10 +338,10 @@ class Trainer:
         import torch
 
         cfg = self.cfg
-        bf16 = self.precision == "bf16"
+        bf16 = self.plan.precision == "bf16"
         kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
         if cfg.lora.base_bits:
-            compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+            compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.plan.precision)
             kwargs.update(kbit_load_kwargs(cfg.lora.base_bits, compute or torch.float32))
         with self._zero3_construction():
             model = self._from_pretrained(model_dir, **kwargs)
@@ -564,7 +355,7 @@ class Trainer:
         if cfg.lora.enabled:
             model, targets = add_adapters(model, cfg.lora, cfg.task)
             self.lora_targets = targets.record()
-            self.say(targets.text())
+            self.log.say(targets.text())
         if cfg.task != "classification":
             self.chunked_loss = use_chunked_loss(model, cfg.loss_chunk_tokens)
         return model
@@ -580,7 +371,7 @@ class Trainer:
         from transformers.integrations import deepspeed as hf_deepspeed
 
         integration: Any = hf_deepspeed  # untyped
-        held = integration.HfDeepSpeedConfig(self.ds_config)
+        held = integration.HfDeepSpeedConfig(self.plan.deepspeed)
         try:
             yield
         finally:
@@ -597,7 +388,7 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "train_seconds": self.train_seconds,
             "rollbacks": self.rollbacks,
-            "run_id": self.run_id,
+            "run_id": self.plan.run_id,
         }
 
     def _rng_state(self) -> dict[str, Any]:
@@ -609,7 +400,7 @@ class Trainer:
             "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
         }
-        if self.accelerator == "cuda":
+        if self.world.accelerator == "cuda":
             state["cuda"] = torch.cuda.get_rng_state()
         return state
 
@@ -620,7 +411,7 @@ class Trainer:
         random.setstate(state["python"])
         np.random.set_state(state["numpy"])
         torch.set_rng_state(state["torch"])
-        if "cuda" in state and self.accelerator == "cuda":
+        if "cuda" in state and self.world.accelerator == "cuda":
             torch.cuda.set_rng_state(state["cuda"])
 
     def save_full(self) -> Path:
@@ -628,10 +419,10 @@ class Trainer:
         import torch
 
         tmp = self.full.root / f".{step_name(self.step)}.tmp"
-        if self.rank == 0:
+        if self.world.rank == 0:
             self.full.begin(self.step)
             (tmp / "rng").mkdir()
-        self.barrier()
+        self.world.barrier()
         error: Exception | None = None
         try:
             # a LoRA run's base is frozen and is re-read from the model directory on resume:
@@ -643,21 +434,23 @@ class Trainer:
                 save_latest=False,
                 exclude_frozen_parameters=self.cfg.lora.enabled,
             )
-            torch.save(self._rng_state(), tmp / "rng" / f"rank-{self.rank}.pt")
+            torch.save(self._rng_state(), tmp / "rng" / f"rank-{self.world.rank}.pt")
         except (OSError, RuntimeError) as exc:  # torch.save reports ENOSPC as RuntimeError
             error = _write_failure(exc, tmp)
         final = self.full.root / step_name(self.step)
-        if self.all_ok(error is None) and self.rank == 0:
+        if self.world.all_ok(error is None) and self.world.rank == 0:
             try:
-                meta = {"run_id": self.run_id, "kind": "full", "data": self.order.state()}
+                meta = {"run_id": self.plan.run_id, "kind": "full", "data": self.order.state()}
                 self.full.commit(tmp, self.step, meta)
             except (OSError, RuntimeError) as exc:
                 error = _write_failure(exc, tmp)
-        if not self.all_ok(error is None):
-            if self.rank == 0:
+        if not self.world.all_ok(error is None):
+            if self.world.rank == 0:
                 self.full.abort(tmp)
             self._raise_write_error(self.full, error)
-        self.log({"event": "checkpoint", "kind": "full", "step": self.step, "path": str(final)})
+        self.log.record(
+            {"event": "checkpoint", "kind": "full", "step": self.step, "path": str(final)}
+        )
         return final
 
     def save_light(self) -> Path | None:
@@ -666,22 +459,24 @@ class Trainer:
         state = self.weights_state_dict()
         error: Exception | None = None
         final = self.light.root / step_name(self.step)
-        if self.rank == 0:
+        if self.world.rank == 0:
             tmp = self.light.begin(self.step)
             try:
                 # transformers' own format (it converts fused expert weights back)
                 self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-                self.light.commit(tmp, self.step, {"run_id": self.run_id, "kind": "light"})
+                self.light.commit(tmp, self.step, {"run_id": self.plan.run_id, "kind": "light"})
             except (OSError, RuntimeError) as exc:
                 error = _write_failure(exc, tmp)
                 self.light.abort(tmp)
-        if not self.all_ok(error is None):
+        if not self.world.all_ok(error is None):
             self._raise_write_error(self.light, error)
-        self.log({"event": "checkpoint", "kind": "light", "step": self.step, "path": str(final)})
+        self.log.record(
+            {"event": "checkpoint", "kind": "light", "step": self.step, "path": str(final)}
+        )
         return final
 
     def _raise_write_error(self, channel: Channel, error: Exception | None) -> None:
-        previous = channel.newest_valid() if self.rank == 0 else None
+        previous = channel.newest_valid() if self.world.rank == 0 else None
         kept = f"; {previous.path.name} stays valid" if previous else ""
         reason = (error.strerror if isinstance(error, OSError) else None) or str(error or "")
         raise ResourceError(
@@ -703,7 +498,7 @@ class Trainer:
         if self.cfg.zero_stage == 3:
             state = self.engine._zero3_consolidated_16bit_state_dict()
             return dict(state) if state is not None else {}
-        return dict(self.engine.module.state_dict()) if self.rank == 0 else {}
+        return dict(self.engine.module.state_dict()) if self.world.rank == 0 else {}
 
     def trainable_state_dict(self) -> dict[str, Any]:
         """The trained weights only (a LoRA run's adapters and heads) on rank 0; ZeRO-3 gathers
@@ -715,7 +510,7 @@ class Trainer:
 
             gather = deepspeed.zero.GatheredParameters([p for _, p in named])
         with gather:
-            return {n: p.detach().cpu().clone() for n, p in named} if self.rank == 0 else {}
+            return {n: p.detach().cpu().clone() for n, p in named} if self.world.rank == 0 else {}
 
     def load(self, found: Found) -> dict[str, Any]:
         import torch
@@ -725,7 +520,7 @@ class Trainer:
         )
         if path is None:
             raise TrainingError(f"DeepSpeed could not load {found.path}")
-        rng = found.path / "rng" / f"rank-{self.rank}.pt"
+        rng = found.path / "rng" / f"rank-{self.world.rank}.pt"
         self._set_rng_state(torch.load(rng, weights_only=False))
         self.step = int(client["step"])
         self.order.restore(client["data"])
@@ -745,7 +540,7 @@ class Trainer:
         if self.resume == "none":
             if self.full.steps():
                 raise ConfigError(
-                    f"checkpoints of this run already exist in {self.run_dir}",
+                    f"checkpoints of this run already exist in {self.plan.run_dir}",
                     fix="resume them with --resume auto, or remove that directory to start over",
                 )
             return None, []
@@ -758,10 +553,10 @@ class Trainer:
         problem = verify(path)
         if problem is None and not (path / "state").is_dir():
             problem = "not a full checkpoint (a light one holds weights only)"
-        if problem is None and read_manifest(path).get("run_id") != self.run_id:
+        if problem is None and read_manifest(path).get("run_id") != self.plan.run_id:
             problem = (
                 f"saved by run {read_manifest(path).get('run_id')}, not this run"
-                f" ({self.run_id}): the config, data or model differ"
+                f" ({self.plan.run_id}): the config, data or model differ"
             )
         if problem is not None:
             raise ConfigError(
@@ -776,18 +571,18 @@ class Trainer:
 
         if self.val_data is None or not self.val_data.examples:
             return {}
-        cfg, data = self.cfg, self.val_data.examples
+        cfg, world, data = self.cfg, self.world, self.val_data.examples
         mb = cfg.micro_batch_size
         batches = min(math.ceil(len(data) / mb), cfg.eval_batches)
         sums = [0.0, 0.0, 0.0, 0.0]  # loss x weight, weight, correct, rows
         self.engine.eval()
         with torch.no_grad():
-            for start in range(0, math.ceil(batches / self.world) * self.world, self.world):
-                index = start + self.rank
+            for start in range(0, math.ceil(batches / world.size) * world.size, world.size):
+                index = start + world.rank
                 real = index < batches
                 chunk = data[index * mb : (index + 1) * mb] if real else data[:mb]
                 cpu_batch = collate(chunk, self.tok.pad_token_id, cfg.task)
-                batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
+                batch = {k: v.to(world.device) for k, v in cpu_batch.items()}
                 out = self.engine(**batch)
                 if not real:
                     continue  # every rank runs the same number of forwards (ZeRO-3 gathers)
@@ -798,7 +593,7 @@ class Trainer:
                     sums[2] += float((out.logits.argmax(-1) == batch["labels"]).sum())
                     sums[3] += len(chunk)
         self.engine.train()
-        total = self.all_sum(sums)
+        total = world.all_sum(sums)
         loss = total[0] / max(total[1], 1)
         metrics = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50))}
         if cfg.task == "classification":
@@ -808,20 +603,20 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def train_step(self) -> tuple[float, int, float]:
         """One optimizer step: (mean loss over ranks, input tokens over ranks, seconds)."""
-        cfg = self.cfg
+        cfg, world = self.cfg, self.world
         mb, ga = cfg.micro_batch_size, cfg.gradient_accumulation_steps
-        indices, span = self.order.take(mb * ga * self.world)
+        indices, span = self.order.take(self.plan.per_step)
         self.spans[self.step + 1] = span
         self.spans.pop(self.step + 1 - 10_000, None)
         started = time.perf_counter()
         losses, tokens = 0.0, 0
         for k in range(ga):
-            offset = (k * self.world + self.rank) * mb
+            offset = (k * world.size + world.rank) * mb
             chunk = [self.train_data.examples[i] for i in indices[offset : offset + mb]]
             batch = collate(chunk, self.tok.pad_token_id, cfg.task)
-            batch = {key: value.to(self.device) for key, value in batch.items()}
+            batch = {key: value.to(world.device) for key, value in batch.items()}
             out = self.engine(**batch)
-            loss = self.all_sum([float(out.loss.detach())])[0] / self.world
+            loss = world.all_sum([float(out.loss.detach())])[0] / world.size
             if not math.isfinite(loss):
                 self.order.position = span[0]  # the state saved is the one before this step
                 path = self.save_full()
@@ -836,7 +631,7 @@ class Trainer:
             losses += loss
             tokens += real_tokens(chunk)
         seconds = time.perf_counter() - started
-        tokens = int(self.all_sum([float(tokens)])[0])
+        tokens = int(world.all_sum([float(tokens)])[0])
         return losses / ga, tokens, seconds
 
     def rollback(self, window: list[int]) -> None:
@@ -849,8 +644,8 @@ class Trainer:
                 fix="lower learning_rate, inspect the data around those steps, or raise"
                 " guards.spike.max_retries",
             )
-        target = self.full.newest_valid(before=window[0]) if self.rank == 0 else None
-        steps = self.all_sum([float(target.step) if target else -1.0])
+        target = self.full.newest_valid(before=window[0]) if self.world.rank == 0 else None
+        steps = self.world.all_sum([float(target.step) if target else -1.0])
         if steps[0] < 0:
             raise TrainingError(
                 f"loss spike at steps {window[0]}-{window[-1]} and no full checkpoint before"
@@ -875,49 +670,38 @@ class Trainer:
         groups = self.scheduler.optimizer.param_groups
         for group, base in zip(groups, self.scheduler.base_lrs, strict=True):
             group["lr"] = base * self.schedule(self.scheduler.last_epoch)
-        if self.rank == 0:
+        if self.world.rank == 0:
             self.full.discard_after(found.step)
             self.light.discard_after(found.step)
-        self.barrier()
-        self.log({"event": "rollback", **history[-1]})
-        self.say(
+        self.world.barrier()
+        self.log.record({"event": "rollback", **history[-1]})
+        self.log.say(
             f"loss spike at steps {window[0]}-{window[-1]}: rolled back to step {found.step},"
             f" skipping data positions {skip[0]}..{skip[1]}, LR x{scale:g}"
         )
-        self._reopen_tensorboard(found.step + 1)
-
-    def _reopen_tensorboard(self, purge_step: int | None) -> None:
-        if self.rank != 0:
-            return
-        if self.tb is not None:
-            self.tb.close()
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.tb = SummaryWriter(str(self.log_dir / "tensorboard"), purge_step=purge_step)
+        self.log.reopen_tensorboard(found.step + 1)
 
     def run(self) -> TrainReport:
-        cfg = self.cfg
+        cfg, world, plan = self.cfg, self.world, self.plan
         target, skipped = self._resume_target()
-        if self.rank == 0:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            self.jsonl = (self.log_dir / "train.jsonl").open("a" if target else "w")
+        self.log.open(append=target is not None)
         for path, problem in skipped:
-            self.say(f"warning: skipping checkpoint {path}: {problem}")
-            self.log({"event": "checkpoint_skipped", "path": str(path), "problem": problem})
+            self.log.say(f"warning: skipping checkpoint {path}: {problem}")
+            self.log.record({"event": "checkpoint_skipped", "path": str(path), "problem": problem})
         self.setup()
         if target is not None:
             self.load(target)
             self.resumed_from = target.step
-            self.log({"event": "resume", "step": target.step, "path": str(target.path)})
-            self.say(f"resuming from {target.path} (step {target.step})")
-        self._reopen_tensorboard(self.step + 1 if target else None)
-        self.log(
+            self.log.record({"event": "resume", "step": target.step, "path": str(target.path)})
+            self.log.say(f"resuming from {target.path} (step {target.step})")
+        self.log.reopen_tensorboard(self.step + 1 if target else None)
+        self.log.record(
             {
                 "event": "start",
-                "run_id": self.run_id,
-                "world_size": self.world,
-                "accelerator": self.accelerator,
-                "precision": self.precision,
+                "run_id": plan.run_id,
+                "world_size": world.size,
+                "accelerator": world.accelerator,
+                "precision": plan.precision,
                 "zero_stage": cfg.zero_stage,
                 "parameters": self.parameters,
                 "trainable": self.trainable,
@@ -928,22 +712,18 @@ class Trainer:
                 "chunked_loss": self.chunked_loss,
             }
         )
-        self.say(
+        self.log.say(
             f"training {cfg.model} ({self.parameters:,} parameters, {self.trainable:,} trainable)"
-            f" on {len(self.train_data.examples)} {cfg.task} examples: {self.world} x"
-            f" {self.accelerator}, {self.precision}, ZeRO {cfg.zero_stage}, run {self.run_id}"
+            f" on {len(self.train_data.examples)} {cfg.task} examples: {world.size} x"
+            f" {world.accelerator}, {plan.precision}, ZeRO {cfg.zero_stage}, run {plan.run_id}"
         )
-        if self.rank == 0 and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", file=sys.stderr)
+        self.log.start_progress(cfg.max_steps, self.step)
         every = max(1, cfg.max_steps // 20)
         try:
             while self.step < cfg.max_steps:
                 self._one_step(every)
         finally:
-            if self.bar is not None:
-                self.bar.close()
+            self.log.stop_progress()
         if not self.last_eval or self.last_eval.get("step") != self.step:
             self._eval_and_log()
         return self.finish()
@@ -971,27 +751,22 @@ class Trainer:
             "lr": lr,
             "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
             "tokens_per_s": round(tokens / seconds, 1),
-            "samples_per_s": round(
-                cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.world / seconds, 2
-            ),
+            "samples_per_s": round(self.plan.per_step / seconds, 2),
             **self._memory(),
         }
-        self.log(record)
+        self.log.record(record)
         for name in ("loss", "lr", "grad_norm", "tokens_per_s"):
             if record[name] is not None:
-                self.scalar(f"train/{name}", float(record[name]), self.step)
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            self.bar.update(1)
-        elif self.step % every == 0 or self.step == 1:
-            self.say(
+                self.log.scalar(f"train/{name}", float(record[name]), self.step)
+        if not self.log.progress(loss, lr) and (self.step % every == 0 or self.step == 1):
+            self.log.say(
                 f"step {self.step:>6}/{cfg.max_steps}  loss {loss:.4f}  lr {lr:.2e}"
                 f"  {record['tokens_per_s']:,.0f} tok/s"
             )
         slow = self.throughput.update(tokens / seconds)
         if slow is not None:
-            self.log({"event": "throughput_drop", "step": self.step, "median": slow})
-            self.say(
+            self.log.record({"event": "throughput_drop", "step": self.step, "median": slow})
+            self.log.say(
                 f"warning: throughput fell to {tokens / seconds:,.0f} tok/s at step {self.step}"
                 f" (median {slow:,.0f}): another process on this host, swapping, or thermal limits"
             )
@@ -1009,13 +784,13 @@ class Trainer:
     def _on_spike(self, window: list[int]) -> None:
         action = self.cfg.guards.spike.action
         ema = self.spike.ema or 0.0
-        self.log({"event": "spike", "steps": window, "ema": ema, "action": action})
+        self.log.record({"event": "spike", "steps": window, "ema": ema, "action": action})
         message = (
             f"loss spike: steps {window[0]}-{window[-1]} ran more than"
             f" {self.cfg.guards.spike.threshold:.0%} above the EMA {ema:.4f}"
         )
         if action == "warn":
-            self.say(f"warning: {message}")
+            self.log.say(f"warning: {message}")
         elif action == "stop":
             path = self.save_full()
             raise TrainingError(
@@ -1030,11 +805,11 @@ class Trainer:
         if not metrics:
             return
         self.last_eval = {"step": self.step, **metrics}
-        self.log({"event": "eval", **self.last_eval})
+        self.log.record({"event": "eval", **self.last_eval})
         for name, value in metrics.items():
-            self.scalar(f"eval/{name}", value, self.step)
+            self.log.scalar(f"eval/{name}", value, self.step)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        self.say(f"eval at step {self.step}: {shown}")
+        self.log.say(f"eval at step {self.step}: {shown}")
 
     def _memory(self) -> dict[str, Any]:
         import torch
@@ -1044,145 +819,64 @@ class Trainer:
             import psutil
 
             out["rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
-        if self.accelerator == "cuda":
+        if self.world.accelerator == "cuda":
             out["accelerator_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
             with contextlib.suppress(Exception):  # needs the NVML bindings
                 out["accelerator_util"] = torch.cuda.utilization()
         return out
 
-    def _file_store(self) -> str:
-        """A world of one meets through a file, not a TCP store: torch's TCP store looks up
-        the name of the address it connects to (a reverse DNS query even for 127.0.0.1 where
-        /etc/hosts lacks it), which an isolated host must not send."""
-        import atexit
-        import shutil
-        import tempfile
-
-        directory = tempfile.mkdtemp(prefix="offline-train-")
-        atexit.register(shutil.rmtree, directory, True)
-        return (Path(directory) / "store").as_uri()
-
-    # -- output --------------------------------------------------------------------------
+    # -- output ------------------------------------------------------------------------
     def finish(self) -> TrainReport:
+        cfg = self.cfg
         state = self.weights_state_dict()
-        out = self.root / self.cfg.output_dir
-        metrics = self._metrics()
-        if self.rank == 0:
+        out = self.root / cfg.output_dir
+        history = self.log.losses(self.step)
+        metrics = run_metrics(
+            history,
+            steps=self.step,
+            tokens=self.tokens_seen,
+            seconds=self.train_seconds,
+            rollbacks=len(self.rollbacks),
+            last_eval=self.last_eval,
+        )
+        if self.world.rank == 0:
             self._export(state, out, metrics)
-            if self.tb is not None:
-                self.tb.close()
-            self.jsonl.close()
-        self.barrier()
-        return TrainReport(out, self.run_dir, self.step, metrics, self.resumed_from, self.rollbacks)
-
-    def _metrics(self) -> dict[str, Any]:
-        history = self._loss_history()
-        last = [h["loss"] for h in history[-10:]]
-        metrics: dict[str, Any] = {
-            "steps": self.step,
-            "loss": history[-1]["loss"] if history else None,
-            "loss_first": history[0]["loss"] if history else None,
-            "loss_last10": sum(last) / len(last) if last else None,
-            "tokens": self.tokens_seen,
-            "tokens_per_s": round(self.tokens_seen / max(self.train_seconds, 1e-9), 1),
-            "rollbacks": len(self.rollbacks),
-        }
-        metrics.update({k: v for k, v in self.last_eval.items() if k != "step"})
-        return metrics
-
-    def _loss_history(self) -> list[dict[str, Any]]:
-        """Loss by step from the JSONL log; a re-run step (resume, rollback) keeps its last."""
-        path = self.log_dir / "train.jsonl"
-        if self.rank != 0 or not path.is_file():
-            return []
-        by_step: dict[int, dict[str, Any]] = {}
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if "event" not in record and record.get("step", 0) <= self.step:
-                    by_step[record["step"]] = {"step": record["step"], "loss": record["loss"]}
-        return [by_step[s] for s in sorted(by_step)]
+            write_metrics(self.root / cfg.metrics_file, metrics, self.root / cfg.plot_file, history)
+            self.log.close()
+        self.world.barrier()
+        return TrainReport(
+            out, self.plan.run_dir, self.step, metrics, self.resumed_from, self.rollbacks
+        )
 
     def _export(self, state: dict[str, Any], out: Path, metrics: dict[str, Any]) -> None:
         """HF safetensors directory + tokenizer + training card, built aside then renamed."""
-        fresh = self._merged(state) if self.cfg.lora.enabled else self._rebuilt(state)
-        dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
-        if len(dtypes) == 1:
-            fresh = fresh.to(dtypes.pop())
-        fresh.config.use_cache = True
-        with build_dir(out) as tmp:
-            fresh.save_pretrained(tmp, safe_serialization=True)
-            self.tok.save_pretrained(tmp)
-            write_training_card(tmp, self._card(metrics))
-        for path, data in (
-            (self.root / self.cfg.metrics_file, metrics),
-            (self.root / self.cfg.plot_file, self._loss_history()),
-        ):
-            atomic_write_text(path, json.dumps(data, indent=1) + "\n")
-
-    def _rebuilt(self, state: dict[str, Any]) -> Any:
-        """A plain fp32 model of this architecture holding a full fine-tune's ``state``."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-        auto: Any = (
-            AutoModelForSequenceClassification
-            if self.cfg.task == "classification"
-            else AutoModelForCausalLM
-        )
-        fresh = auto.from_config(self.engine.module.config, dtype=torch.float32)
-        fresh.load_state_dict(state, strict=True)
-        return fresh
-
-    def _merged(self, adapters: dict[str, Any]) -> Any:
-        """The base as the run froze it, re-read from the model directory in fp32, with the
-        trained ``adapters`` merged in (a k-bit run's merge into the unquantized weights)."""
         import torch
 
-        base = self._from_pretrained(self.root / self.cfg.model, dtype=torch.float32)
-        model, _ = add_adapters(base, self.cfg.lora, self.cfg.task)
-        trained = {n for n, p in model.named_parameters() if p.requires_grad}
-        unexpected = model.load_state_dict(adapters, strict=False).unexpected_keys
-        if unexpected or not trained <= set(adapters):
-            raise TrainingError(
-                f"the trained adapters do not fit the base model (unexpected {unexpected[:3]},"
-                f" missing {sorted(trained - set(adapters))[:3]})"
-            )
-        return model.merge_and_unload()
-
-    def _card(self, metrics: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
-        data_paths = [p for p in (cfg.data.train, cfg.data.validation) if p]
-        return {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "base_model": cfg.model,
-            "task": cfg.task,
-            "label_names": self.train_data.label_names or None,
-            "parameters": self.parameters,
-            "trainable_parameters": self.trainable,
-            "lora_merged": cfg.lora.enabled,
-            "lora_targets": self.lora_targets,
-            "chunked_loss": self.chunked_loss,
-            "seed": cfg.seed,
-            "run_id": self.run_id,
-            "world_size": self.world,
-            "accelerator": self.accelerator,
-            "precision": self.precision,
-            "config": cfg.model_dump(),
-            "deepspeed": self.ds_config,
-            "data": {
-                "digests": self.identity["data_digest"],
-                "train_examples": len(self.train_data.examples),
-                "train_examples_before_packing": self.train_data.rows,
-                "dropped": self.train_data.dropped_by,
-                "dvc_lock": _dvc_lineage(self.root, data_paths),
-            },
-            "model_digest": self.identity["model_digest"],
-            "metrics": metrics,
-            "resumed_from": self.resumed_from,
-            "rollbacks": self.rollbacks,
-            "versions": _versions(),
-        }
+        if cfg.lora.enabled:
+            base = self._from_pretrained(self.root / cfg.model, dtype=torch.float32)
+            model = merged(base, state, cfg.lora, cfg.task)
+        else:
+            model = rebuilt(state, cfg.task, self.engine.module.config)
+        model = exportable(model, state)
+        with build_dir(out) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            self.tok.save_pretrained(tmp)
+            card = training_card(
+                cfg,
+                self.root,
+                self.plan,
+                self.world,
+                self.train_data,
+                parameters=self.parameters,
+                trainable=self.trainable,
+                lora_targets=self.lora_targets,
+                chunked_loss=self.chunked_loss,
+                metrics=metrics,
+                resumed_from=self.resumed_from,
+                rollbacks=self.rollbacks,
+            )
+            write_training_card(tmp, card)
 
 
 def train(cfg: TrainConfig, root: Path, *, resume: str = "none") -> TrainReport:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from offline.train.config import TrainConfig, deepspeed_config
-from offline.train.loop import write_training_card
+from offline.train.output import write_training_card
 
 DIGEST = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 

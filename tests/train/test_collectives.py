@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from offline.train.loop import collective_placement
+from offline.train.world import collective_placement
 
 
 def test_nccl_reduces_on_the_engines_device_in_float64() -> None:

@@ -19,7 +19,7 @@ from offline.train.loop import Trainer, weight_decay_groups
 def main(config: Path) -> dict[str, object]:
     trainer = Trainer(load_config(config), config.parent)
     deepspeed.init_distributed(
-        dist_backend="gloo", init_method=trainer._file_store(), rank=0, world_size=1
+        dist_backend="gloo", init_method=trainer.world.file_store(), rank=0, world_size=1
     )
     model = trainer._load_model(config.parent / trainer.cfg.model)
     base = [(n, p) for n, p in model.named_parameters() if "lora_" not in n]
