@@ -13,20 +13,31 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline.data import tabular
-from offline.data.io import Quarantined, read_dataset
+from offline.data.executor import ordered_map, resolve_workers
+from offline.data.io import (
+    Chunk,
+    Quarantined,
+    RawLine,
+    dataset_files,
+    jsonl_only,
+    parse_lines,
+    read_dataset,
+    read_lines,
+)
 from offline.data.layout import LAYOUT
 from offline.data.params import Dataset, Params, load_params
 from offline.data.records import schema_for
-from offline.data.steps.base import Context, Outcome, Scrubber, Step
+from offline.data.steps.base import Context, Outcome, Prepared, Scrubber, Step
 from offline.data.steps.registry import registry
 from offline.fsutil import atomic_write_text, replace_dir
 
@@ -104,6 +115,12 @@ class StepStats:
     rows_out: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: StepStats) -> None:
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.reasons.update(other.reasons)
+        self.counts.update(other.counts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -247,22 +264,126 @@ def scrub_columns(
 
 
 def _apply(
-    step: Step, batch: pa.RecordBatch, stats: StepStats
-) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
-    outcome: Outcome = step(batch)
+    name: str, batch: pa.RecordBatch, outcome: Outcome, stats: StepStats
+) -> tuple[pa.RecordBatch, pa.RecordBatch | None, list[int] | None]:
+    """Tally step ``name``'s outcome on ``batch``: the kept rows, the ledger rows (or None) and
+    the kept row numbers (None when every row was kept)."""
     stats.rows_in += batch.num_rows
     stats.counts.update(outcome.counts)
     rejected = [i for i, r in enumerate(outcome.reasons) if r is not None]
     if not rejected:
         stats.rows_out += batch.num_rows
-        return outcome.batch, None
+        return outcome.batch, None, None
     reasons = [outcome.reasons[i] or "" for i in rejected]
     stats.reasons.update(reason_kind(r) for r in reasons)
-    ledger = _ledger_batch(outcome.batch, rejected, step.name, reasons)
+    ledger = _ledger_batch(outcome.batch, rejected, name, reasons)
     kept = [i for i, r in enumerate(outcome.reasons) if r is None]
     out = outcome.batch.take(pa.array(kept, pa.int64()))
     stats.rows_out += out.num_rows
-    return out, ledger
+    return out, ledger, kept
+
+
+def _take(prepared: Any, rows: list[int]) -> Any:
+    """Row-aligned prepared arrays (an array or a tuple of them) for the rows kept."""
+    if isinstance(prepared, tuple):
+        return tuple(_take(p, rows) for p in prepared)
+    return prepared[np.asarray(rows, np.int64)]
+
+
+@dataclass
+class HeadResult:
+    """What the chain's head did to one batch, as a worker hands it back."""
+
+    batch: pa.RecordBatch
+    stats: list[StepStats]
+    rejected: list[pa.RecordBatch]
+    prepared: dict[str, Any]
+
+
+@dataclass
+class Head:
+    """The chain up to its first stateful step, and the per-row part of the stateful steps
+    right after it: the work any process may do on a batch on its own.
+
+    ``ahead`` holds ``(name, prepare, params)`` of the leading stateful steps that have a
+    ``prepare`` (dedup steps rewrite no text, so their keys can all be taken on the head's
+    output and cut down to the rows each earlier one keeps).
+    """
+
+    steps: list[Step]
+    ahead: list[tuple[str, Callable[[Any, pa.RecordBatch], Any], Any]]
+    pii: Scrubber | None
+
+    def __call__(self, batch: pa.RecordBatch) -> HeadResult:
+        stats = [StepStats() for _ in self.steps]
+        rejected = []
+        for step, tally in zip(self.steps, stats, strict=True):
+            if batch.num_rows == 0:
+                break
+            batch, ledger, _ = _apply(step.name, batch, step(batch), tally)
+            if ledger is not None:
+                rejected.append(scrub_columns(ledger, ("original",), self.pii))
+        prepared = {name: prepare(p, batch) for name, prepare, p in self.ahead}
+        return HeadResult(batch, stats, rejected, prepared)
+
+
+def split_chain(steps: list[Step], params: Params) -> tuple[Head, list[Step]]:
+    """The chain as the head any process may run and the tail the runner runs in order."""
+    specs = registry()
+    first = next((i for i, s in enumerate(steps) if specs[s.name].stateful), len(steps))
+    ahead = []
+    for step in steps[first:]:
+        prepare = specs[step.name].prepare
+        if not specs[step.name].stateful or prepare is None:
+            break
+        ahead.append((step.name, prepare, params.clean.step_params(step.name)))
+    # Hide PII beside the text too when a step scrubs (raw rows, unmapped fields).
+    pii = next((s for s in steps if isinstance(s, Scrubber)), None)
+    return Head(steps[:first], ahead, pii), steps[first:]
+
+
+# A worker's head and its dataset (name, mapping), set once by _start_worker.
+_WORKER_HEAD: Head | None = None
+_WORKER_DATASET: tuple[str, Dataset] | None = None
+
+
+def _start_worker(
+    clean: dict[str, Any],
+    dataset: dict[str, Any],
+    ctx: Context,
+    names: list[str],
+    ahead: list[str],
+    pii: str | None,
+) -> None:
+    """Build the runner's head again in a worker process, from the same params."""
+    global _WORKER_HEAD, _WORKER_DATASET
+    params = Params.model_validate({"datasets": {ctx.dataset: dataset}, "clean": clean})
+    _WORKER_DATASET = (ctx.dataset, params.datasets[ctx.dataset])
+    specs = registry()
+    built = {n: specs[n].build(params.clean.step_params(n), ctx) for n in names}
+    if pii is not None and pii not in built:
+        built[pii] = specs[pii].build(params.clean.step_params(pii), ctx)
+    _WORKER_HEAD = Head(
+        [built[n] for n in names],
+        [
+            (
+                n,
+                cast("Callable[[Any, pa.RecordBatch], Any]", specs[n].prepare),
+                params.clean.step_params(n),
+            )
+            for n in ahead
+        ],
+        cast("Scrubber | None", built[pii]) if pii is not None else None,
+    )
+
+
+def _head_in_worker(work: list[RawLine] | Chunk) -> tuple[Chunk, HeadResult]:
+    """A worker's part of one chunk: parse it when it comes as lines, then run the head.
+    Returns the chunk with its batch left out (the result carries what the head kept)."""
+    assert _WORKER_HEAD is not None and _WORKER_DATASET is not None, "worker not started"
+    chunk = parse_lines(*_WORKER_DATASET, work) if isinstance(work, list) else work
+    done = _WORKER_HEAD(chunk.batch)
+    return Chunk(chunk.batch.slice(0, 0), chunk.quarantined, chunk.batch.num_rows), done
 
 
 def _clean_stream(
@@ -279,37 +400,74 @@ def _clean_stream(
     ctx.workdir.mkdir(parents=True)
     steps = build_steps(params, ctx)
     report.steps = {"read": StepStats(), **{s.name: StepStats() for s in steps}}
-    chunks = read_dataset(
-        root,
-        name,
-        ds,
-        batch_rows=params.clean.batch_rows,
-        max_record_bytes=params.clean.max_record_bytes,
-    )
-    # Hide PII beside the text too when a step scrubs (raw rows, unmapped fields).
-    pii = next((s for s in steps if isinstance(s, Scrubber)), None)
+    batch_rows, max_bytes = params.clean.batch_rows, params.clean.max_record_bytes
+    chunks = read_dataset(root, name, ds, batch_rows=batch_rows, max_record_bytes=max_bytes)
+    head, tail = split_chain(steps, params)
+    workers = resolve_workers(params.clean.workers, (p for p, _ in dataset_files(root, name, ds)))
+    if workers > 1:
+        names = [step.name for step in head.steps]
+        ahead = [name for name, _, _ in head.ahead]
+        pii_step = cast("Step | None", head.pii)
+        # JSONL lines cross unparsed, so parsing runs in the workers too.
+        jobs: Iterable[list[RawLine] | Chunk] = (
+            read_lines(root, name, ds, batch_rows=batch_rows, max_record_bytes=max_bytes)
+            if jsonl_only(root, name, ds)
+            else chunks
+        )
+        runs: Iterable[tuple[Chunk, HeadResult]] = (
+            result
+            for _, result in ordered_map(
+                _head_in_worker,
+                jobs,
+                send=lambda item: item,
+                workers=workers,
+                initializer=_start_worker,
+                initargs=(
+                    params.clean.model_dump(mode="json"),
+                    ds.model_dump(mode="json"),
+                    ctx,
+                    names,
+                    ahead,
+                    pii_step.name if pii_step else None,
+                ),
+                what=f"clean {name}",
+            )
+        )
+    else:
+        runs = ((chunk, head(chunk.batch)) for chunk in chunks)
     schema = schema_for(ds.kind)
     out_schema = schema.remove(schema.get_field_index("original"))
     writer = ShardWriter(clean_dir, name, out_schema, params.clean.shard_rows)
     read = report.steps["read"]
-    for chunk in chunks:
-        batch = chunk.batch
-        read.rows_in += batch.num_rows + len(chunk.quarantined)
-        read.rows_out += batch.num_rows
+    pii = head.pii
+    for chunk, done in runs:
+        read.rows_in += chunk.rows + len(chunk.quarantined)
+        read.rows_out += chunk.rows
         read.reasons.update(reason_kind(q.reason) for q in chunk.quarantined)
         if chunk.quarantined:
             ledger.write(
                 scrub_columns(quarantine_batch(name, chunk.quarantined), ("original",), pii)
             )
-        for step in steps:
+        for step, tally in zip(head.steps, done.stats, strict=True):
+            report.steps[step.name].add(tally)
+        for rejected in done.rejected:
+            ledger.write(rejected)
+        batch, prepared = done.batch, done.prepared
+        for step in tail:
             if batch.num_rows == 0:
                 break
-            batch, rejected = _apply(step, batch, report.steps[step.name])
+            if step.name in prepared:
+                outcome = cast("Prepared", step).apply(batch, prepared.pop(step.name))
+            else:
+                outcome = step(batch)
+            batch, rejected, kept = _apply(step.name, batch, outcome, report.steps[step.name])
             if rejected is not None:
                 ledger.write(scrub_columns(rejected, ("original",), pii))
+            if kept is not None:
+                prepared = {k: _take(v, kept) for k, v in prepared.items()}
         # Kept rows are traced to the raw file by `source`; the raw row itself stays there.
-        kept = batch.drop_columns(["original"])
-        writer.write(scrub_columns(kept, ("meta",), pii))
+        kept_rows = batch.drop_columns(["original"])
+        writer.write(scrub_columns(kept_rows, ("meta",), pii))
     report.rows_in = read.rows_in
     report.rows_out = writer.close()
     report.final = {s.name: s.close() for s in steps}

@@ -54,12 +54,28 @@ class _Reject(Exception):
         self.category = category
 
 
+@dataclass(frozen=True)
+class RawLine:
+    """One line of a JSONL input as read, not yet parsed: where it is, its text, and why the
+    reader refused it (``(reason, category)``), if it did."""
+
+    source: str
+    text: str
+    refused: tuple[str, str] | None = None
+
+
 @dataclass
 class Chunk:
     """One batch of records and the rows quarantined while reading it."""
 
     batch: pa.RecordBatch
     quarantined: list[Quarantined]
+    # Records read into it: ``batch.num_rows``, unless the batch was left behind in a worker.
+    read: int = -1
+
+    @property
+    def rows(self) -> int:
+        return self.batch.num_rows if self.read < 0 else self.read
 
 
 def dataset_files(root: Path, name: str, ds: Dataset) -> list[tuple[Path, str]]:
@@ -217,9 +233,13 @@ class _Builder:
         return chunk
 
 
-def _jsonl_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> Iterator[None]:
-    encoding = builder.ds.encoding
-    decoding = Decoding(label, builder.name, encoding)
+def _jsonl_lines(
+    path: Path, label: str, max_bytes: int, name: str, ds: Dataset
+) -> Iterator[RawLine]:
+    """The non-blank lines of a JSONL file, those the reader already refuses (oversized, not
+    in the file's encoding) with their reason; parsing is left to :func:`parse_lines`."""
+    encoding = ds.encoding
+    decoding = Decoding(label, name, encoding)
     with open_text(path, encoding, newline="\n") as fh:
         for lineno, raw in enumerate(fh, 1):
             source = f"{label}:{lineno}"
@@ -228,19 +248,30 @@ def _jsonl_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> It
                 continue
             size = len(line.encode("utf-8", "surrogateescape"))
             if size > max_bytes:
-                builder.reject(
+                yield RawLine(
                     source,
                     printable(line[:2048], encoding)
                     + f"... [{size} bytes, truncated in the ledger]",
-                    f"oversized: {size} bytes > max_record_bytes {max_bytes}",
-                    OVERSIZED,
+                    (f"oversized: {size} bytes > max_record_bytes {max_bytes}", OVERSIZED),
                 )
             elif bad := decoding.check(line, lineno):
-                builder.reject(source, printable(line, encoding), bad, MALFORMED)
+                yield RawLine(source, printable(line, encoding), (bad, MALFORMED))
             else:
-                _json_row(line, source, builder)
-            yield
+                yield RawLine(source, line)
     decoding.judge()
+
+
+def _jsonl_rows(path: Path, label: str, max_bytes: int, builder: _Builder) -> Iterator[None]:
+    for line in _jsonl_lines(path, label, max_bytes, builder.name, builder.ds):
+        _add_line(line, builder)
+        yield
+
+
+def _add_line(line: RawLine, builder: _Builder) -> None:
+    if line.refused is not None:
+        builder.reject(line.source, line.text, *line.refused)
+    else:
+        _json_row(line.text, line.source, builder)
 
 
 def _json_row(text: str, source: str, builder: _Builder) -> None:
@@ -340,9 +371,13 @@ def read_dataset(
     root: Path, name: str, ds: Dataset, *, batch_rows: int, max_record_bytes: int
 ) -> Iterator[Chunk]:
     """Stream a text-bearing dataset as canonical batches of at most ``batch_rows`` rows."""
+    if jsonl_only(root, name, ds):
+        lines = read_lines(root, name, ds, batch_rows=batch_rows, max_record_bytes=max_record_bytes)
+        yield from (parse_lines(name, ds, group) for group in lines)
+        return
     builder = _Builder(name, ds)
     for path, fmt in dataset_files(root, name, ds):
-        label = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        label = _label(root, path)
         try:
             for _ in READERS[fmt](path, label, max_record_bytes, builder):
                 if len(builder) + len(builder.quarantined) >= batch_rows:
@@ -354,3 +389,43 @@ def read_dataset(
             raise scan(path, label, name, ds.encoding) from None
     if len(builder) or builder.quarantined:
         yield builder.flush()
+
+
+def _label(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def jsonl_only(root: Path, name: str, ds: Dataset) -> bool:
+    """Whether every file of the dataset is JSONL, whose lines :func:`read_lines` can hand out
+    unparsed (to parse in other processes, in any order, into the same chunks)."""
+    return all(fmt == "jsonl" for _, fmt in dataset_files(root, name, ds))
+
+
+def read_lines(
+    root: Path, name: str, ds: Dataset, *, batch_rows: int, max_record_bytes: int
+) -> Iterator[list[RawLine]]:
+    """A JSONL dataset's lines in groups of ``batch_rows``: each group is one chunk of
+    :func:`read_dataset` once :func:`parse_lines` has parsed it."""
+    group: list[RawLine] = []
+    for path, _ in dataset_files(root, name, ds):
+        label = _label(root, path)
+        try:
+            for line in _jsonl_lines(path, label, max_record_bytes, name, ds):
+                group.append(line)
+                if len(group) >= batch_rows:
+                    yield group
+                    group = []
+        except OSError as exc:
+            raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise scan(path, label, name, ds.encoding) from None
+    if group:
+        yield group
+
+
+def parse_lines(name: str, ds: Dataset, lines: list[RawLine]) -> Chunk:
+    """One chunk from a group of :func:`read_lines`: the records, and the lines quarantined."""
+    builder = _Builder(name, ds)
+    for line in lines:
+        _add_line(line, builder)
+    return builder.flush()

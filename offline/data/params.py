@@ -7,7 +7,7 @@ knob; :func:`load_params` reads it back and lists every problem at once (unknown
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import (
     ConfigDict,
@@ -94,6 +94,9 @@ class _CleanChain(Strict):
     batch_rows: int = Field(2048, gt=0)
     shard_rows: int = Field(100_000, gt=0)
     max_record_bytes: int = Field(1_000_000, gt=0)
+    # Worker processes per dataset; `auto`: one per 8 MiB of input, up to the usable cores.
+    # Any number gives the same outputs.
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
 
     @field_validator("steps")
     @classmethod

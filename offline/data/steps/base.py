@@ -70,6 +70,13 @@ class StepSpec:
     ``order`` places the step in the default chain (``None``: only when listed). Where the
     step's tallies go in ``metrics/clean.json``: ``counts_in`` sums its per-batch counts into
     that section; ``final_in`` puts the tallies of ``close()`` under ``section[name]``.
+
+    A step that is not ``stateful`` sees each batch on its own (and its ``close()`` returns
+    nothing), so the runner may call copies of it in worker processes. A ``stateful`` one (a
+    dedup index) runs in the runner's own process, in stream order; its ``prepare(params,
+    batch)``, when given, is the part that depends on the rows alone, row-aligned arrays that
+    workers may compute ahead, and the step then offers ``apply(batch, prepared)``
+    (:class:`Prepared`).
     """
 
     name: str
@@ -78,3 +85,13 @@ class StepSpec:
     order: int | None = None
     counts_in: str | None = None
     final_in: str | None = None
+    stateful: bool = False
+    prepare: Callable[[Any, pa.RecordBatch], Any] | None = None
+
+
+class Prepared(Protocol):
+    """A stateful step whose per-row work (``StepSpec.prepare``) may be done ahead."""
+
+    name: str
+
+    def apply(self, batch: pa.RecordBatch, prepared: Any) -> Outcome: ...

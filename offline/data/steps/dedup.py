@@ -17,6 +17,7 @@ what they kept in spillable stores (:mod:`offline.data.index`), so memory stays 
 from __future__ import annotations
 
 import math
+from functools import cache
 from hashlib import blake2b
 from itertools import pairwise
 from typing import Literal
@@ -361,9 +362,13 @@ class _ExactDedup:
         self._clusters = _Clusters(ctx, budget // 4)
 
     def __call__(self, batch: pa.RecordBatch) -> Outcome:
+        return self.apply(batch, exact_keys(self._params, batch))
+
+    def apply(self, batch: pa.RecordBatch, keys: U64) -> Outcome:
+        """The step on ``batch`` given its :func:`exact_keys` (computed anywhere, even in another
+        process: they depend on the rows alone)."""
         if not batch.num_rows:
             return Outcome.keep_all(batch)
-        keys = _digests(_key_texts(batch, self._params))
         kept_id, dups = self._resolve(keys, _record_ids(batch))
         names = self._kept.get(kept_id[dups])
         self._clusters.add(kept_id[dups])
@@ -400,8 +405,7 @@ class _NearDedup:
     def __init__(self, params: NearDedupParams, ctx: Context) -> None:
         budget = int(params.memory_mb * MIB)
         self._params = params
-        self._a, self._b = _permutations(params.num_perm, params.seed)
-        self._bands, self._rows = lsh_params(params.threshold, params.num_perm)
+        self._bands, _ = _lsh_params(params.threshold, params.num_perm)
         # Agreeing positions needed: the estimated Jaccard is agreements / num_perm.
         self._need = math.ceil(params.threshold * params.num_perm - 1e-9)
         self._index = KeyIndex(ctx.workdir, budget * 3 // 10)
@@ -410,11 +414,14 @@ class _NearDedup:
         self._clusters = _Clusters(ctx, budget // 20)
 
     def __call__(self, batch: pa.RecordBatch) -> Outcome:
+        return self.apply(batch, near_keys(self._params, batch))
+
+    def apply(self, batch: pa.RecordBatch, prepared: tuple[U32, U64]) -> Outcome:
+        """The step on ``batch`` given its :func:`near_keys` (signatures and band keys, which
+        depend on the rows alone)."""
         if not batch.num_rows:
             return Outcome.keep_all(batch)
-        p = self._params
-        sigs = minhash_signatures(_key_texts(batch, p), p.ngram, self._a, self._b)
-        keys = _band_keys(sigs, self._bands, self._rows, p.seed)
+        sigs, keys = prepared
         owners = self._index.lookup(keys.ravel()).reshape(keys.shape)
         match, agree = self._match_kept(sigs, owners)
         local, local_agree = self._match_batch(sigs, keys, owners, match >= 0)
@@ -527,6 +534,30 @@ class _NearDedup:
         return _duplicates(batch, dups, names, reasons)
 
 
+@cache
+def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    return lsh_params(threshold, num_perm)
+
+
+@cache
+def _cached_permutations(num_perm: int, seed: int) -> tuple[U64, U64]:
+    return _permutations(num_perm, seed)
+
+
+def exact_keys(params: ExactDedupParams, batch: pa.RecordBatch) -> U64:
+    """Per row, the 64-bit key of its normalized text: the per-row half of ``exact_dedup``."""
+    return _digests(_key_texts(batch, params))
+
+
+def near_keys(params: NearDedupParams, batch: pa.RecordBatch) -> tuple[U32, U64]:
+    """Per row, its MinHash signature and LSH band keys: the per-row half of ``near_dedup``,
+    by far its larger part."""
+    a, b = _cached_permutations(params.num_perm, params.seed)
+    bands, rows = _lsh_params(params.threshold, params.num_perm)
+    sigs = minhash_signatures(_key_texts(batch, params), params.ngram, a, b)
+    return sigs, _band_keys(sigs, bands, rows, params.seed)
+
+
 def exact_dedup(params: ExactDedupParams, ctx: Context) -> Step:
     """Build the ``exact_dedup`` step: the first of each normalized text is kept."""
     return _ExactDedup(params, ctx)
@@ -538,6 +569,22 @@ def near_dedup(params: NearDedupParams, ctx: Context) -> Step:
 
 
 STEPS = (
-    StepSpec("exact_dedup", ExactDedupParams, exact_dedup, order=80, final_in="dedup"),
-    StepSpec("near_dedup", NearDedupParams, near_dedup, order=90, final_in="dedup"),
+    StepSpec(
+        "exact_dedup",
+        ExactDedupParams,
+        exact_dedup,
+        80,
+        final_in="dedup",
+        stateful=True,
+        prepare=exact_keys,
+    ),
+    StepSpec(
+        "near_dedup",
+        NearDedupParams,
+        near_dedup,
+        90,
+        final_in="dedup",
+        stateful=True,
+        prepare=near_keys,
+    ),
 )
