@@ -1,9 +1,12 @@
 """Benchmark ``offline data clean`` against datatrove, one core each, and print the ratio.
 
 Goal: the default cleaning chain reaches at least 10x datatrove's docs/s per core, with bounded
-memory. Both clean the same generated ticket corpus (``offline.data.sample``), each in child
-processes pinned to one core, with the network cut off (``unshare -n``) where the bench may do
-that (root); seconds and peak RSS are the children's, start-up and imports included.
+memory; and ``clean.workers: 2`` cleans at least 1.8x the docs/s of one worker on two cores,
+writing the same outputs (shown by a digest of the shards and the ledger). Both tools clean the
+same generated ticket corpus (``offline.data.sample``), each in child processes pinned to one
+core (the workers' runs: to two), with the network cut off (``unshare -n``) where the bench may
+do that (root); seconds and peak RSS are the children's, start-up and imports included (the
+peak RSS of a run with workers is the runner's own, not its workers').
 
 datatrove's closest pipeline: JsonlReader -> FTFYFormatter -> GopherRepetitionFilter ->
 GopherQualityFilter -> C4QualityFilter -> PIIFormatter -> JsonlWriter, then its four MinHash
@@ -39,6 +42,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SPEED_GOAL = 10.0  # ours / datatrove, docs/s per core, at least
+WORKERS_GOAL = 1.8  # clean.workers 2 / 1 on two cores, docs/s, at least
 # Our peak RSS may grow at most this much from the small run to the full one (10x the documents
 # by default): memory that followed the corpus would grow nearer 10x.
 MEMORY_GROWTH_GOAL = 1.5
@@ -79,8 +83,9 @@ def can_cut_network() -> bool:
     return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
-def run_pinned(command: list[str], core: int, log: Path, cut_network: bool) -> Run:
-    """Run ``command`` on one core; its wall seconds and the peak RSS of its process tree."""
+def run_pinned(command: list[str], core: int | set[int], log: Path, cut_network: bool) -> Run:
+    """Run ``command`` on one core (or a set of them); its wall seconds and its peak RSS."""
+    cores = {core} if isinstance(core, int) else core
     if cut_network:
         command = ["unshare", "-n", *command]  # unshare execs: the pid stays the command's
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -91,7 +96,7 @@ def run_pinned(command: list[str], core: int, log: Path, cut_network: bool) -> R
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+            preexec_fn=lambda: os.sched_setaffinity(0, cores),
         )
         # wait4 gives this child's own peak; RUSAGE_CHILDREN would be the peak of every child.
         _, status, usage = os.wait4(proc.pid, 0)
@@ -188,7 +193,9 @@ class Side:
 # --- our side -------------------------------------------------------------------------------
 
 
-def make_workspace(root: Path, corpus: Path, lines: int | None, memory_mb: int) -> None:
+def make_workspace(
+    root: Path, corpus: Path, lines: int | None, memory_mb: int, workers: int | str = "auto"
+) -> None:
     """A workspace whose params.yaml cleans ``tickets`` (all of it, or its first ``lines``)
     with the dedup indexes held to ``memory_mb`` each before they spill to disk."""
     import yaml
@@ -207,16 +214,24 @@ def make_workspace(root: Path, corpus: Path, lines: int | None, memory_mb: int) 
     params = Params(datasets={"tickets": sample_datasets()["tickets"]})
     params.clean.exact_dedup.memory_mb = memory_mb
     params.clean.near_dedup.memory_mb = memory_mb
+    params.clean.workers = workers
     (root / "params.yaml").write_text(yaml.safe_dump(dump_params(params), sort_keys=False))
 
 
 def run_ours(
-    corpus: Path, root: Path, lines: int | None, core: int, cut_network: bool, memory_mb: int
+    corpus: Path,
+    root: Path,
+    lines: int | None,
+    core: int | set[int],
+    cut_network: bool,
+    memory_mb: int,
+    workers: int | str = "auto",
+    label: str = "",
 ) -> Side:
     """The default chain on the corpus (or its first ``lines``); SystemExit if it crashes."""
     root.mkdir(parents=True)
-    make_workspace(root, corpus, lines, memory_mb)
-    label = f"ours ({'all' if lines is None else f'first {lines:,}'} lines)"
+    make_workspace(root, corpus, lines, memory_mb, workers)
+    label = label or f"ours ({'all' if lines is None else f'first {lines:,}'} lines)"
     progress(f"{label} ...")
     result = root / "bench-result.json"
     run = run_pinned(
@@ -411,6 +426,55 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def outputs_digest(root: Path) -> str:
+    """One sha256 over the kept shards and the ledger, to show two runs wrote the same."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder in ("data/clean", "data/rejected"):
+        for path in sorted((root / folder).iterdir()):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Scaling:
+    """``clean.workers: 2`` against 1, both on the same two cores, on the whole corpus."""
+
+    cores: list[int]
+    one: Side
+    two: Side
+    same_outputs: bool
+
+    def ratio(self) -> float:
+        return self.two.docs_per_s / self.one.docs_per_s if self.one.docs_per_s else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cores": self.cores,
+            "one_worker": self.one.as_dict(),
+            "two_workers": self.two.as_dict(),
+            "ratio": round(self.ratio(), 2),
+            "docs_per_s_per_worker": round(self.two.docs_per_s / 2, 1),
+            "same_outputs": self.same_outputs,
+            "goal": WORKERS_GOAL,
+            "verdict": verdict(self.ratio() >= WORKERS_GOAL and self.same_outputs),
+        }
+
+
+def run_scaling(
+    corpus: Path, work: Path, cores: set[int], cut_network: bool, memory_mb: int
+) -> Scaling:
+    sides = {}
+    for workers in (1, 2):
+        label = f"ours, {workers} worker{'s' * (workers > 1)} on 2 cores"
+        sides[workers] = run_ours(
+            corpus, work / f"w{workers}", None, cores, cut_network, memory_mb, workers, label
+        )
+    same = outputs_digest(work / "w1") == outputs_digest(work / "w2")
+    return Scaling(sorted(cores), sides[1], sides[2], same)
+
+
 @dataclass
 class Report:
     cpus: int
@@ -423,6 +487,8 @@ class Report:
     datatrove_version: str | None = None
     datatrove_error: str | None = None
     datatrove_absent: str | None = None  # why it did not run
+    scaling: Scaling | None = None
+    scaling_absent: str | None = None
 
     def same_size(self) -> Side:
         """Our run on the documents datatrove saw."""
@@ -473,6 +539,7 @@ class Report:
             "speed_goal": SPEED_GOAL,
             "speed_verdict": self.speed_verdict(),
             "memory": self.memory(),
+            "workers": self.scaling.as_dict() if self.scaling else self.scaling_absent,
         }
 
 
@@ -491,6 +558,7 @@ def print_report(rep: Report) -> None:
     print()
     print_speed(rep)
     print_memory(rep)
+    print_scaling(rep)
 
 
 def print_side(side: Side, indent: str = "") -> None:
@@ -525,6 +593,23 @@ def print_memory(rep: Report) -> None:
     print(f"   {anon:<50}{mem['anon_growth']:8.2f}x   ({per_doc})")
     goal = f"goal: memory bounded, anon ≤ x{MEMORY_GROWTH_GOAL}"
     print(f"   {goal:<50}{mem['verdict']:>9}")
+
+
+def print_scaling(rep: Report) -> None:
+    if rep.scaling is None:
+        print(f"   clean.workers: {rep.scaling_absent}")
+        return
+    sc = rep.scaling
+    print()
+    for side in (sc.one, sc.two):
+        print_side(side)
+    ratio = f"clean.workers 2 / 1 on cores {sc.cores}, docs/s"
+    same = "same outputs" if sc.same_outputs else "OUTPUTS DIFFER"
+    print(f"   {ratio:<50}{sc.ratio():8.2f}x   ({same})")
+    per = f"docs/s per worker with 2 ({sc.two.docs:,} docs)"
+    print(f"   {per:<50}{sc.two.docs_per_s / 2:8,.0f}")
+    goal = f"goal ≥ {WORKERS_GOAL}x, outputs identical"
+    print(f"   {goal:<50}{sc.as_dict()['verdict']:>9}")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -605,6 +690,12 @@ def bench(args: argparse.Namespace, tmp: Path) -> Report:
         run_ours(corpus, tmp / "ours-small", small, args.core, cut_network, args.memory_mb),
     )
     add_datatrove(report, args, tmp / "dt", dt_docs)
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        report.scaling_absent = "skipped: this process may use one core only"
+    else:
+        pair = {args.core, next(c for c in usable if c != args.core)}
+        report.scaling = run_scaling(corpus, tmp / "scaling", pair, cut_network, args.memory_mb)
     return report
 
 
