@@ -419,7 +419,6 @@ def _clean_stream(
             for _, result in ordered_map(
                 _head_in_worker,
                 jobs,
-                send=lambda item: item,
                 workers=workers,
                 initializer=_start_worker,
                 initargs=(

@@ -24,7 +24,6 @@ from typing import Any, Literal, TypeVar
 
 from offline.errors import DataError
 
-A = TypeVar("A")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -49,17 +48,15 @@ def resolve_workers(workers: int | Literal["auto"], files: Iterable[Path]) -> in
 
 
 def ordered_map(
-    fn: Callable[[A], R],
+    fn: Callable[[T], R],
     items: Iterable[T],
     *,
-    send: Callable[[T], A],
     workers: int,
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
     what: str = "",
 ) -> Iterator[tuple[T, R]]:
-    """``(item, fn(send(item)))`` in the order of ``items``, ``fn`` run in ``workers`` processes
-    (``send`` picks what of an item crosses to the worker).
+    """``(item, fn(item))`` in the order of ``items``, ``fn`` run in ``workers`` processes.
 
     ``fn`` and ``initializer`` must be module-level functions; ``initializer(*initargs)`` runs
     once in each worker (with one worker: once, here). A worker that dies (killed, out of
@@ -69,14 +66,14 @@ def ordered_map(
         if initializer is not None:
             initializer(*initargs)
         for item in items:
-            yield item, fn(send(item))
+            yield item, fn(item)
         return
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, context, initializer, initargs)
     pending: deque[tuple[T, Future[R]]] = deque()
     try:
         for item in items:
-            pending.append((item, pool.submit(fn, send(item))))
+            pending.append((item, pool.submit(fn, item)))
             if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
                 yield _next(pending, what)
         while pending:
