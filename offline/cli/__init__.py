@@ -15,6 +15,7 @@ from offline.errors import INTERNAL_EXIT, OfflineError
 # name -> module holding a Typer ``app``. One line per capability; issues add theirs here.
 GROUPS: dict[str, str] = {
     "bundle": "offline.cli.bundle",
+    "cluster": "offline.cli.cluster",
     "data": "offline.cli.data",
     "doctor": "offline.cli.doctor",
     "firewall": "offline.cli.firewall",

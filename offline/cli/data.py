@@ -111,11 +111,22 @@ def _clean_summary(metrics: dict[str, Any]) -> None:
 
 
 @app.command("clean")
-def clean_cmd(workspace: Workspace = Path("."), json_out: Json = False) -> None:
+def clean_cmd(
+    workspace: Workspace = Path("."),
+    json_out: Json = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="run on the Ray cluster at HOST:PORT (auto: the one this host is in), "
+            "whatever clean.executor says",
+        ),
+    ] = None,
+) -> None:
     """Stream every dataset through the cleaning steps; ledger of every rejected row."""
     from offline.data.clean import clean
 
-    report = clean(workspace)
+    report = clean(workspace, ray_address=ray_address)
     if json_out:
         print_json(report.metrics())
         return

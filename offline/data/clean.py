@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline.data import tabular
+from offline.data.cluster import Cluster
 from offline.data.executor import ordered_map, resolve_workers
 from offline.data.io import (
     Chunk,
@@ -394,6 +395,7 @@ def _clean_stream(
     work: Path,
     clean_dir: Path,
     ledger: ShardWriter,
+    cluster: Cluster | None = None,
 ) -> DatasetReport:
     report = DatasetReport(name, ds.kind)
     ctx = Context(workdir=work / name, dataset=name, kind=ds.kind)
@@ -404,7 +406,7 @@ def _clean_stream(
     chunks = read_dataset(root, name, ds, batch_rows=batch_rows, max_record_bytes=max_bytes)
     head, tail = split_chain(steps, params)
     workers = resolve_workers(params.clean.workers, (p for p, _ in dataset_files(root, name, ds)))
-    if workers > 1:
+    if workers > 1 or cluster is not None:
         names = [step.name for step in head.steps]
         ahead = [name for name, _, _ in head.ahead]
         pii_step = cast("Step | None", head.pii)
@@ -430,6 +432,7 @@ def _clean_stream(
                     pii_step.name if pii_step else None,
                 ),
                 what=f"clean {name}",
+                cluster=cluster,
             )
         )
     else:
@@ -503,7 +506,11 @@ def steps_plot(report: CleanReport) -> list[dict[str, Any]]:
 
 
 def clean(
-    root: Path, params: Params | None = None, *, datasets: Iterable[str] | None = None
+    root: Path,
+    params: Params | None = None,
+    *,
+    datasets: Iterable[str] | None = None,
+    ray_address: str | None = None,
 ) -> CleanReport:
     """Run the clean stage in workspace ``root``.
 
@@ -511,6 +518,8 @@ def clean(
         root: The workspace (paths in params are relative to it).
         params: Parsed params; read from ``root/params.yaml`` when omitted.
         datasets: Only these datasets (default: all, in name order).
+        ray_address: Run on the Ray cluster at this address (``clean.executor: ray``, whatever
+            params say; overrides ``clean.ray.address``).
 
     Returns:
         The report; ``metrics/clean.json`` holds the same figures.
@@ -526,6 +535,11 @@ def clean(
         d.mkdir(parents=True)
     started = time.perf_counter()
     reports = []
+    cluster = None
+    if ray_address is not None or params.clean.executor == "ray":
+        cluster = Cluster.connect(
+            ray_address or params.clean.ray.address, params.clean.ray.memory_mb
+        )
     try:
         for name in names:
             ds = params.datasets[name]
@@ -533,12 +547,16 @@ def clean(
             if ds.kind == "tabular":
                 reports.append(_clean_table(root, name, ds, params, clean_dir, ledger))
             else:
-                reports.append(_clean_stream(root, name, ds, params, work, clean_dir, ledger))
+                reports.append(
+                    _clean_stream(root, name, ds, params, work, clean_dir, ledger, cluster)
+                )
             ledger.close()
         report = CleanReport(reports, time.perf_counter() - started)
         replace_dir(clean_dir, root / CLEAN_DIR)
         replace_dir(rejected_dir, root / REJECTED_DIR)
     finally:
+        if cluster is not None:
+            cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
     (root / METRICS.parent).mkdir(parents=True, exist_ok=True)
     atomic_write_text(

@@ -86,6 +86,16 @@ class TabularParams(Strict):
 DEFAULT_STEPS = default_chain()
 
 
+class RayParams(Strict):
+    """``clean.executor: ray``: the cluster to run on and what each task reserves."""
+
+    # host:port of the head (`auto`: the cluster this host belongs to); unset: RAY_ADDRESS,
+    # or else a Ray started for the run on this host's cores. `--ray-address` overrides it.
+    address: str | None = None
+    # Memory each task reserves on its node (Ray places no more tasks than that allows).
+    memory_mb: int = Field(1024, gt=0)
+
+
 class _CleanChain(Strict):
     """The cleaning chain: step order, batching, and (from the step registry) each step's own
     parameters, one section per step, then ``tabular``."""
@@ -97,6 +107,10 @@ class _CleanChain(Strict):
     # Worker processes per dataset; `auto`: one per 8 MiB of input, up to the usable cores.
     # Any number gives the same outputs.
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # local: this host's worker processes (clean.workers); ray: tasks on a Ray cluster
+    # (clean.ray). Both give the same outputs.
+    executor: Literal["local", "ray"] = "local"
+    ray: RayParams = RayParams()
 
     @field_validator("steps")
     @classmethod
