@@ -36,6 +36,10 @@ def doctor(
     ] = None,
     workspace: Annotated[Path | None, typer.Option(help="DVC workspace to check.")] = None,
     hostfile: Annotated[Path | None, typer.Option(help="DeepSpeed hostfile (cluster).")] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Ray cluster to check, HEAD:6379 (auto: this host's)."),
+    ] = None,
     pubkey: Annotated[
         Path | None, typer.Option(help="Trusted key (default: PREFIX/etc/trusted.pub.pem).")
     ] = None,
@@ -72,7 +76,12 @@ def doctor(
             fix="pass the bundle directory install-offline.sh kept: PREFIX/bundle",
         )
     context = Context.create(
-        bundle, workspace=workspace, hostfile=hostfile, pubkey=pubkey, deep=deep
+        bundle,
+        workspace=workspace,
+        hostfile=hostfile,
+        pubkey=pubkey,
+        deep=deep,
+        ray_address=ray_address,
     )
     checks = all_checks(context)
     unknown = unknown_patterns(checks, [*(only or []), *(skip or [])])

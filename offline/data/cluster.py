@@ -58,7 +58,10 @@ _READY: str | None = None
 
 
 def offline_env() -> None:
-    """Apply :data:`OFFLINE_ENV` and token authentication (unless set) to this process."""
+    """Apply :data:`OFFLINE_ENV` and token authentication (unless set) to this process.
+
+    Call it before ``import ray``: Ray reads these settings when it is imported.
+    """
     os.environ.update(OFFLINE_ENV)
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 

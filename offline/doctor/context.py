@@ -53,6 +53,7 @@ class Context:
     hostfile: Path | None = None
     pubkey: Path | None = None
     deep: bool = False
+    ray_address: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     python: str = sys.executable
     facts: Facts = field(default_factory=Facts, init=False, repr=False, compare=False)
@@ -66,6 +67,7 @@ class Context:
         hostfile: Path | None = None,
         pubkey: Path | None = None,
         deep: bool = False,
+        ray_address: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Context:
         env = dict(os.environ if environ is None else environ)
@@ -74,7 +76,7 @@ class Context:
         if pubkey is None and bundle is not None:
             recorded = bundle.resolve().parent / TRUSTED_KEY
             pubkey = recorded if recorded.is_file() else None
-        return cls(bundle, workspace, hostfile, pubkey, deep, env)
+        return cls(bundle, workspace, hostfile, pubkey, deep, ray_address, env)
 
     @property
     def manifest(self) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ GROUPS: dict[str, str] = {
     "bundle": "offline.doctor.checks.bundle",
     "models": "offline.doctor.checks.models",
     "cluster": "offline.doctor.checks.cluster",
+    "ray": "offline.doctor.checks.ray",
 }
 
 

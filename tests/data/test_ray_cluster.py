@@ -5,6 +5,7 @@ network namespace, joined by a veth pair, no route out): the same shards, ledger
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from offline.data.clean import clean
 from offline.data.params import default_params, dump_params, load_params
 from offline.data.sample.files import generate
 from tests.data.test_workers import _outputs
-from tests.fixtures.raycluster import RayCluster, ray_cluster
+from tests.fixtures.raycluster import HEAD_IP, WORKER_IP, RayCluster, ray_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -63,12 +64,13 @@ def test_dvc_repro_on_the_cluster_gives_the_local_outputs(
     expected = _outputs(ws)
 
     _set_clean(ws, executor="ray", ray={"address": cluster.address, "memory_mb": 256})
+    before = cluster.egress()
     proc = cluster.head.run(_in(ws, *dvc), env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # clean.executor is a param of the stage: changing it reruns the stage, on the cluster
     assert "Running stage 'clean'" in proc.stdout and "Running stage 'validate'" not in proc.stdout
     assert _outputs(ws) == expected
-    assert cluster.egress() == {"head": 0, "worker": 0}, cluster.destinations()
+    assert cluster.egress() == before, cluster.destinations()
 
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
@@ -85,6 +87,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     expected = _outputs(ws)
 
     argv = [str(BIN / "offline"), "data", "clean", "--ray-address", cluster.address]
+    before = cluster.egress()
     runner = subprocess.Popen(
         ["ip", "netns", "exec", cluster.head.name, *_in(ws, *argv)],
         env=cluster.env,
@@ -110,4 +113,45 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     assert len(killed) == 2, "no task ran on the worker node"
     assert runner.returncode == 0, out + err
     assert _outputs(ws) == expected
-    assert cluster.egress() == {"head": 0, "worker": 0}, cluster.destinations()
+    assert cluster.egress() == before, cluster.destinations()
+
+
+def _doctor(cluster: RayCluster, *args: str, **env: str) -> dict[str, dict[str, object]]:
+    argv = [str(BIN / "deepseek-doctor"), "--ray-address", cluster.address, "--only", "ray.*"]
+    proc = cluster.head.run([*argv, "--json", *args], env={**cluster.env, **env}, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    return {f["id"]: f for f in json.loads(proc.stdout)["checks"]}
+
+
+def test_doctor_checks_every_node_of_the_cluster(cluster: RayCluster) -> None:
+    before = cluster.egress()
+    found = _doctor(cluster)
+    assert {k: f["status"] for k, f in found.items()} == {
+        "ray.join": "pass",
+        "ray.alive": "pass",
+        "ray.versions": "pass",
+        "ray.egress": "pass",
+    }, found
+    assert "2 node(s) alive, 2 CPUs" in str(found["ray.alive"]["message"])
+    # Each node probed the internet itself: each namespace counted the (rejected) attempts.
+    after = cluster.egress()
+    assert after["head"] > before["head"] and after["worker"] > before["worker"]
+
+
+def test_doctor_names_a_node_that_reaches_out_and_a_version_off_the_lock(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    # The head's own port stands in for "the internet": every node reaches it.
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    manifest = {
+        "target": {"python": "3.11", "platforms": []},
+        "envs": [{"name": "toolkit", "packages": [{"name": "ray", "version": "2.0.0"}]}],
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    found = _doctor(cluster, "--bundle", str(bundle), DEEPSEEK_DOCTOR_PROBE_V4=cluster.address)
+    egress = found["ray.egress"]
+    assert egress["status"] == "fail"
+    assert all(ip in str(egress["message"]) for ip in (HEAD_IP, WORKER_IP))
+    versions = found["ray.versions"]
+    assert versions["status"] == "fail" and "Ray 2.0.0" in str(versions["message"])
