@@ -43,6 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 SPEED_GOAL = 10.0  # ours / datatrove, docs/s per core, at least
 WORKERS_GOAL = 1.8  # clean.workers 2 / 1 on two cores, docs/s, at least
+RAY_GOAL = 1.5  # clean.executor ray on two one-CPU nodes / local with 1 worker, docs/s
 # Our peak RSS may grow at most this much from the small run to the full one (10x the documents
 # by default): memory that followed the corpus would grow nearer 10x.
 MEMORY_GROWTH_GOAL = 1.5
@@ -83,12 +84,24 @@ def can_cut_network() -> bool:
     return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
-def run_pinned(command: list[str], core: int | set[int], log: Path, cut_network: bool) -> Run:
-    """Run ``command`` on one core (or a set of them); its wall seconds and its peak RSS."""
+def run_pinned(
+    command: list[str],
+    core: int | set[int],
+    log: Path,
+    cut_network: bool,
+    netns: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Run:
+    """Run ``command`` on one core (or a set of them); its wall seconds and its peak RSS.
+    ``netns``: in that network namespace (``ip netns exec`` execs: the pid stays the command's).
+    """
     cores = {core} if isinstance(core, int) else core
-    if cut_network:
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns, *command]
+    elif cut_network:
         command = ["unshare", "-n", *command]  # unshare execs: the pid stays the command's
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(extra_env or {})
     with log.open("wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -178,6 +191,8 @@ class Side:
     # memory-mapped files, which the kernel can drop at any time; this is what cannot.
     peak_anon_mib: float = 0.0
     parts: list[Side] = field(default_factory=list)
+    # On Ray: the cluster's CPUs, batches, and bytes sent to it and taken back
+    cluster: dict[str, int] | None = None
 
     @property
     def docs_per_s(self) -> float:
@@ -194,7 +209,12 @@ class Side:
 
 
 def make_workspace(
-    root: Path, corpus: Path, lines: int | None, memory_mb: int, workers: int | str = "auto"
+    root: Path,
+    corpus: Path,
+    lines: int | None,
+    memory_mb: int,
+    workers: int | str = "auto",
+    ray_address: str | None = None,
 ) -> None:
     """A workspace whose params.yaml cleans ``tickets`` (all of it, or its first ``lines``)
     with the dedup indexes held to ``memory_mb`` each before they spill to disk."""
@@ -215,6 +235,9 @@ def make_workspace(
     params.clean.exact_dedup.memory_mb = memory_mb
     params.clean.near_dedup.memory_mb = memory_mb
     params.clean.workers = workers
+    if ray_address is not None:
+        params.clean.executor = "ray"
+        params.clean.ray.address = ray_address
     (root / "params.yaml").write_text(yaml.safe_dump(dump_params(params), sort_keys=False))
 
 
@@ -227,15 +250,24 @@ def run_ours(
     memory_mb: int,
     workers: int | str = "auto",
     label: str = "",
+    cluster: Any = None,
 ) -> Side:
-    """The default chain on the corpus (or its first ``lines``); SystemExit if it crashes."""
+    """The default chain on the corpus (or its first ``lines``); SystemExit if it crashes.
+    ``cluster`` (a :class:`tests.fixtures.raycluster.RayCluster`): on it, the runner in its
+    head's namespace."""
     root.mkdir(parents=True)
-    make_workspace(root, corpus, lines, memory_mb, workers)
+    address = cluster.address if cluster is not None else None
+    make_workspace(root, corpus, lines, memory_mb, workers, address)
     label = label or f"ours ({'all' if lines is None else f'first {lines:,}'} lines)"
     progress(f"{label} ...")
     result = root / "bench-result.json"
     run = run_pinned(
-        child_command(sys.executable, "ours", root, result), core, root / "bench.log", cut_network
+        child_command(sys.executable, "ours", root, result),
+        core,
+        root / "bench.log",
+        cut_network,
+        netns=cluster.head.name if cluster is not None else None,
+        extra_env=cluster.env if cluster is not None else None,
     )
     if run.exit_code != 0 or not result.is_file():
         raise SystemExit(f"our cleaner failed (exit {run.exit_code}):\n{run.tail()}")
@@ -249,6 +281,7 @@ def run_ours(
         run.peak_rss_mib,
         stages,
         peak_anon_mib=rep["peak_anon_kib"] / 1024,
+        cluster=rep.get("cluster"),
     )
 
 
@@ -283,6 +316,7 @@ def child_ours(root: str, result: str) -> None:
     watcher.join()
     figures: dict[str, Any] = {k: getattr(report, k) for k in ("docs_in", "docs_kept", "seconds")}
     figures["peak_anon_kib"] = peak[0]
+    figures["cluster"] = report.cluster
     Path(result).write_text(json.dumps(figures))
 
 
@@ -476,6 +510,66 @@ def run_scaling(
 
 
 @dataclass
+class RayScaling:
+    """``clean.executor: ray`` on a two-node cluster (one CPU each, in two network namespaces
+    joined by a veth pair) against ``local`` with one worker, on the same two cores."""
+
+    cores: list[int]
+    one: Side
+    ray: Side
+    same_outputs: bool
+
+    def ratio(self) -> float:
+        return self.ray.docs_per_s / self.one.docs_per_s if self.one.docs_per_s else 0.0
+
+    def wire_bytes_per_doc(self) -> float:
+        moved = self.ray.cluster or {}
+        return (moved.get("sent", 0) + moved.get("received", 0)) / max(self.ray.docs, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cores": self.cores,
+            "local_one_worker": self.one.as_dict(),
+            "ray_two_nodes": self.ray.as_dict(),
+            "ratio": round(self.ratio(), 2),
+            "docs_per_s_per_worker": round(self.ray.docs_per_s / 2, 1),
+            "wire_bytes_per_doc": round(self.wire_bytes_per_doc()),
+            "same_outputs": self.same_outputs,
+            "goal": RAY_GOAL,
+            "verdict": verdict(self.ratio() >= RAY_GOAL and self.same_outputs),
+        }
+
+
+def can_make_cluster() -> str | None:
+    """Why the two-namespace Ray cluster cannot be made here (None: it can)."""
+    if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")):
+        return "skipped: the two-node cluster needs root, ip and nft (network namespaces)"
+    if not (Path(sys.executable).parent / "ray").is_file():
+        return "skipped: ray is not installed (the toolkit's cluster extra)"
+    return None
+
+
+def run_ray(
+    corpus: Path, work: Path, cores: set[int], memory_mb: int, one: Side, one_root: Path
+) -> RayScaling:
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures.raycluster import ray_cluster
+
+    nodes = work / "nodes"
+    nodes.mkdir(parents=True)
+    with ray_cluster(nodes) as cluster:
+        label = "ours, Ray: 2 nodes x 1 CPU"
+        side = run_ours(
+            corpus, work / "ray", None, cores, False, memory_mb, 1, label, cluster=cluster
+        )
+        leaked = cluster.egress()
+    if any(leaked.values()):
+        raise SystemExit(f"the Ray nodes tried to reach out: {leaked}")
+    same = outputs_digest(work / "ray") == outputs_digest(one_root)
+    return RayScaling(sorted(cores), one, side, same)
+
+
+@dataclass
 class Report:
     cpus: int
     core: int
@@ -489,6 +583,8 @@ class Report:
     datatrove_absent: str | None = None  # why it did not run
     scaling: Scaling | None = None
     scaling_absent: str | None = None
+    ray: RayScaling | None = None
+    ray_absent: str | None = None
 
     def same_size(self) -> Side:
         """Our run on the documents datatrove saw."""
@@ -540,7 +636,15 @@ class Report:
             "speed_verdict": self.speed_verdict(),
             "memory": self.memory(),
             "workers": self.scaling.as_dict() if self.scaling else self.scaling_absent,
+            "ray": self.ray.as_dict() if self.ray else self.ray_absent,
+            "ray_per_core_vs_datatrove": self.ray_vs_datatrove(),
         }
+
+    def ray_vs_datatrove(self) -> float | None:
+        """Ray's docs/s per CPU over datatrove's docs/s on its one core."""
+        if self.ray is None or self.datatrove is None or not self.datatrove.docs_per_s:
+            return None
+        return round(self.ray.ray.docs_per_s / 2 / self.datatrove.docs_per_s, 2)
 
 
 def print_report(rep: Report) -> None:
@@ -559,6 +663,7 @@ def print_report(rep: Report) -> None:
     print_speed(rep)
     print_memory(rep)
     print_scaling(rep)
+    print_ray(rep)
 
 
 def print_side(side: Side, indent: str = "") -> None:
@@ -612,6 +717,29 @@ def print_scaling(rep: Report) -> None:
     print(f"   {goal:<50}{sc.as_dict()['verdict']:>9}")
 
 
+def print_ray(rep: Report) -> None:
+    if rep.ray is None:
+        print(f"   clean.executor ray: {rep.ray_absent}")
+        return
+    rs = rep.ray
+    print()
+    for side in (rs.one, rs.ray):
+        print_side(side)
+    ratio = "Ray 2 nodes / local 1 worker, same 2 cores, docs/s"
+    same = "same outputs" if rs.same_outputs else "OUTPUTS DIFFER"
+    print(f"   {ratio:<50}{rs.ratio():8.2f}x   ({same})")
+    per = f"docs/s per Ray worker ({rs.ray.docs:,} docs)"
+    print(f"   {per:<50}{rs.ray.docs_per_s / 2:8,.0f}")
+    moved = rs.ray.cluster or {}
+    wire = f"bytes to the cluster and back per doc ({moved.get('batches', 0):,} batches)"
+    print(f"   {wire:<50}{rs.wire_bytes_per_doc():8,.0f}")
+    versus = rep.ray_vs_datatrove()
+    if versus is not None:
+        print(f"   {'Ray per CPU / datatrove per core, docs/s':<50}{versus:8.1f}x")
+    goal = f"goal ≥ {RAY_GOAL}x, outputs identical"
+    print(f"   {goal:<50}{rs.as_dict()['verdict']:>9}")
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -635,6 +763,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--datatrove-python", type=Path, default=BENCH_PYTHON)
     parser.add_argument("--no-datatrove", action="store_true", help="run our side only")
+    parser.add_argument("--no-ray", action="store_true", help="leave out the Ray cluster")
     parser.add_argument("--core", type=int, default=min(os.sched_getaffinity(0)))
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temp dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -696,6 +825,13 @@ def bench(args: argparse.Namespace, tmp: Path) -> Report:
     else:
         pair = {args.core, next(c for c in usable if c != args.core)}
         report.scaling = run_scaling(corpus, tmp / "scaling", pair, cut_network, args.memory_mb)
+        report.ray_absent = "skipped (--no-ray)" if args.no_ray else can_make_cluster()
+        if report.ray_absent is None:
+            report.ray = run_ray(
+                corpus, tmp / "ray", pair, args.memory_mb, report.scaling.one, tmp / "scaling/w1"
+            )
+    if report.scaling is None:
+        report.ray_absent = report.scaling_absent
     return report
 
 

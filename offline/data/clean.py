@@ -9,6 +9,7 @@ failed run leaves the previous outputs whole. Same input and params give byte-id
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -166,6 +167,9 @@ class CleanReport:
 
     datasets: list[DatasetReport]
     seconds: float
+    # On Ray: the cluster's CPUs and what crossed to it and back (differs between runs, like
+    # the seconds; not in metrics/clean.json).
+    cluster: dict[str, int] | None = None
 
     @property
     def docs_in(self) -> int:
@@ -552,6 +556,8 @@ def clean(
                 )
             ledger.close()
         report = CleanReport(reports, time.perf_counter() - started)
+        if cluster is not None:
+            report.cluster = {"cpus": cluster.cpus, **dataclasses.asdict(cluster.transfer)}
         replace_dir(clean_dir, root / CLEAN_DIR)
         replace_dir(rejected_dir, root / REJECTED_DIR)
     finally:

@@ -18,6 +18,7 @@ neither loses nor duplicates a row.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -27,9 +28,12 @@ import tempfile
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
 
 from offline.errors import ConfigError, DataError, OfflineError
 
@@ -82,6 +86,32 @@ def _run_task(
     return fn(item)
 
 
+def payload_bytes(value: Any) -> int:
+    """About how many bytes ``value`` weighs on the wire: its Arrow buffers, arrays and text."""
+    if isinstance(value, pa.RecordBatch | pa.Array | pa.Table):
+        return int(value.nbytes)
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(payload_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(payload_bytes(v) for v in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(payload_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return 8
+
+
+@dataclass
+class Transfer:
+    """What crossed between the runner and the cluster: batches, and bytes each way."""
+
+    batches: int = 0
+    sent: int = 0
+    received: int = 0
+
+
 @dataclass
 class Cluster:
     """A connection to a Ray cluster (or a Ray started here for the run)."""
@@ -90,6 +120,7 @@ class Cluster:
     cpus: int
     memory_mb: int
     started: bool  # this process started Ray (no address given) and stops it on close
+    transfer: Transfer = field(default_factory=Transfer)
 
     @classmethod
     def connect(cls, address: str | None, memory_mb: int) -> Cluster:
@@ -180,13 +211,20 @@ class Cluster:
         try:
             for item in items:
                 pending.append((item, task.remote(*shared, item)))
+                self.transfer.batches += 1
+                self.transfer.sent += payload_bytes(item)
                 if len(pending) >= self.cpus * IN_FLIGHT_PER_CPU:
-                    yield self._next(pending, what)
+                    yield self._take(pending, what)
             while pending:
-                yield self._next(pending, what)
+                yield self._take(pending, what)
         finally:
             for _, ref in pending:
                 ray.cancel(ref, force=True)
+
+    def _take(self, pending: deque[tuple[T, Any]], what: str) -> tuple[T, R]:
+        taken: tuple[T, R] = self._next(pending, what)
+        self.transfer.received += payload_bytes(taken[1])
+        return taken
 
     @staticmethod
     def _next(pending: deque[tuple[T, Any]], what: str) -> tuple[T, R]:
