@@ -192,7 +192,7 @@ class Side:
     peak_anon_mib: float = 0.0
     parts: list[Side] = field(default_factory=list)
     # On Ray: the cluster's CPUs, batches, and bytes sent to it and taken back
-    cluster: dict[str, int] | None = None
+    cluster: dict[str, Any] | None = None
 
     @property
     def docs_per_s(self) -> float:

@@ -128,9 +128,15 @@ def clean_cmd(
 
     report = clean(workspace, ray_address=ray_address)
     if json_out:
-        print_json(report.metrics())
+        print_json({**report.metrics(), "cluster": report.cluster})
         return
     _clean_summary(report.metrics())
+    if report.cluster is not None:
+        c = report.cluster
+        _out(
+            f"on Ray at {c['address']}: {c['cpus']} CPUs, {c['batches']} batches, "
+            f"{c['sent'] / 1e6:.1f} MB sent, {c['received'] / 1e6:.1f} MB back"
+        )
 
 
 @app.command("split")

@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 
 from offline.data import tabular
 from offline.data.cluster import Cluster
+from offline.data.distributed import Finals, Setup
+from offline.data.distributed import run as run_on_cluster
 from offline.data.executor import ordered_map, resolve_workers
 from offline.data.io import (
     Chunk,
@@ -169,7 +171,7 @@ class CleanReport:
     seconds: float
     # On Ray: the cluster's CPUs and what crossed to it and back (differs between runs, like
     # the seconds; not in metrics/clean.json).
-    cluster: dict[str, int] | None = None
+    cluster: dict[str, Any] | None = None
 
     @property
     def docs_in(self) -> int:
@@ -410,17 +412,35 @@ def _clean_stream(
     chunks = read_dataset(root, name, ds, batch_rows=batch_rows, max_record_bytes=max_bytes)
     head, tail = split_chain(steps, params)
     workers = resolve_workers(params.clean.workers, (p for p, _ in dataset_files(root, name, ds)))
-    if workers > 1 or cluster is not None:
+    # JSONL lines cross unparsed, so parsing runs in the workers too.
+    jobs: Iterable[list[RawLine] | Chunk] = (
+        read_lines(root, name, ds, batch_rows=batch_rows, max_record_bytes=max_bytes)
+        if jsonl_only(root, name, ds)
+        else chunks
+    )
+    stepped, finals = head.steps, None
+    if cluster is not None:
+        # The whole chain on the cluster, dedup indexes included.
+        finals = Finals()
+        setup = Setup(
+            params.clean.model_dump(mode="json"),
+            ds.model_dump(mode="json"),
+            ctx,
+            [s.name for s in steps],
+        )
+        stepped, tail = steps, []
+        runs: Iterable[tuple[Chunk, HeadResult]] = (
+            (
+                Chunk(state.batch.slice(0, 0), state.quarantined, state.read),
+                HeadResult(state.batch, state.stats, state.ledger, {}),
+            )
+            for state in run_on_cluster(cluster, jobs, setup, f"clean {name}", finals)
+        )
+    elif workers > 1:
         names = [step.name for step in head.steps]
         ahead = [name for name, _, _ in head.ahead]
         pii_step = cast("Step | None", head.pii)
-        # JSONL lines cross unparsed, so parsing runs in the workers too.
-        jobs: Iterable[list[RawLine] | Chunk] = (
-            read_lines(root, name, ds, batch_rows=batch_rows, max_record_bytes=max_bytes)
-            if jsonl_only(root, name, ds)
-            else chunks
-        )
-        runs: Iterable[tuple[Chunk, HeadResult]] = (
+        runs = (
             result
             for _, result in ordered_map(
                 _head_in_worker,
@@ -436,7 +456,6 @@ def _clean_stream(
                     pii_step.name if pii_step else None,
                 ),
                 what=f"clean {name}",
-                cluster=cluster,
             )
         )
     else:
@@ -454,7 +473,7 @@ def _clean_stream(
             ledger.write(
                 scrub_columns(quarantine_batch(name, chunk.quarantined), ("original",), pii)
             )
-        for step, tally in zip(head.steps, done.stats, strict=True):
+        for step, tally in zip(stepped, done.stats, strict=True):
             report.steps[step.name].add(tally)
         for rejected in done.rejected:
             ledger.write(rejected)
@@ -477,6 +496,11 @@ def _clean_stream(
     report.rows_in = read.rows_in
     report.rows_out = writer.close()
     report.final = {s.name: s.close() for s in steps}
+    if finals is not None:  # the stateful steps ran as partitions on the cluster
+        for i, counts in finals.counts.items():
+            report.steps[steps[i].name].counts.update(counts)
+        for i, tallies in finals.tallies.items():
+            report.final[steps[i].name] = dict(tallies)
     report.final = {k: v for k, v in report.final.items() if v}
     return report
 
@@ -557,7 +581,11 @@ def clean(
             ledger.close()
         report = CleanReport(reports, time.perf_counter() - started)
         if cluster is not None:
-            report.cluster = {"cpus": cluster.cpus, **dataclasses.asdict(cluster.transfer)}
+            report.cluster = {
+                "address": cluster.address,
+                "cpus": cluster.cpus,
+                **dataclasses.asdict(cluster.transfer),
+            }
         replace_dir(clean_dir, root / CLEAN_DIR)
         replace_dir(rejected_dir, root / REJECTED_DIR)
     finally:

@@ -110,6 +110,7 @@ class Transfer:
     batches: int = 0
     sent: int = 0
     received: int = 0
+    shuffled: int = 0  # between tasks, for the dedup indexes' partitions
 
 
 @dataclass
@@ -228,12 +229,18 @@ class Cluster:
 
     @staticmethod
     def _next(pending: deque[tuple[T, Any]], what: str) -> tuple[T, R]:
+        item, ref = pending.popleft()
+        result: R = Cluster.get(ref, what)
+        return item, result
+
+    @staticmethod
+    def get(ref: Any, what: str) -> Any:
+        """``ray.get(ref)``; a task's own error as itself, a lost worker as a DataError."""
         import ray
         from ray import exceptions as rx
 
-        item, ref = pending.popleft()
         try:
-            result: R = ray.get(ref)
+            return ray.get(ref)
         except rx.RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, OfflineError):
@@ -253,7 +260,6 @@ class Cluster:
                 fix="raise clean.ray.memory_mb (fewer tasks per node) or lower "
                 "clean.batch_rows, then rerun",
             ) from None
-        return item, result
 
 
 # --- the nodes ----------------------------------------------------------------------------------

@@ -90,6 +90,25 @@ def test_every_worker_count_gives_the_same_outputs(workspace: Path, chain: str) 
     assert len([k for k in results[1] if k.startswith("data/clean/tickets")]) >= 2
 
 
+@pytest.mark.slow
+def test_ray_gives_the_same_outputs_with_the_dedup_indexes_partitioned(workspace: Path) -> None:
+    """``clean.executor: ray`` on a Ray started for the run (this host's cores): the dedup
+    indexes split into partitions by key and by component, and every chain, the one with
+    per-batch steps between and after them included, gives one worker's outputs."""
+    for chain in sorted(CHAINS):
+        params = load_params(workspace / "params.yaml")
+        if CHAINS[chain] is not None:
+            params.clean.steps = CHAINS[chain]
+        params.clean.workers = 1
+        clean(workspace, params)
+        expected = _outputs(workspace)
+        params.clean.executor = "ray"
+        params.clean.ray.memory_mb = 128
+        report = clean(workspace, params)
+        assert _outputs(workspace) == expected, chain
+        assert report.cluster is not None and report.cluster["shuffled"] > 0
+
+
 def test_auto_takes_one_worker_per_8_mib_up_to_the_cores(tmp_path: Path) -> None:
     small, big = tmp_path / "small", tmp_path / "big"
     small.write_bytes(b"x" * 1000)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -77,6 +77,12 @@ class StepSpec:
     batch)``, when given, is the part that depends on the rows alone, row-aligned arrays that
     workers may compute ahead, and the step then offers ``apply(batch, prepared)``
     (:class:`Prepared`).
+
+    ``shuffle`` says how a stateful step's index can be split across a cluster
+    (:mod:`offline.data.distributed`) with every decision unchanged: ``key``: ``prepare`` gives
+    one uint64 key per row and a row's fate depends only on the earlier rows of its key;
+    ``bands``: it gives ``(signatures, band keys)`` and a row's fate depends only on the rows
+    linked to it through shared band keys.
     """
 
     name: str
@@ -87,6 +93,7 @@ class StepSpec:
     final_in: str | None = None
     stateful: bool = False
     prepare: Callable[[Any, pa.RecordBatch], Any] | None = None
+    shuffle: Literal["key", "bands"] | None = None
 
 
 class Prepared(Protocol):

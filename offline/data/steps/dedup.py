@@ -577,6 +577,7 @@ STEPS = (
         final_in="dedup",
         stateful=True,
         prepare=exact_keys,
+        shuffle="key",
     ),
     StepSpec(
         "near_dedup",
@@ -586,5 +587,6 @@ STEPS = (
         final_in="dedup",
         stateful=True,
         prepare=near_keys,
+        shuffle="bands",
     ),
 )
