@@ -1,8 +1,11 @@
 """Benchmark ``offline data clean`` against datatrove, one core each, and print the ratio.
 
 Goal: the default cleaning chain reaches at least 10x datatrove's docs/s per core, with bounded
-memory; and ``clean.workers: 2`` cleans at least 1.8x the docs/s of one worker on two cores,
-writing the same outputs (shown by a digest of the shards and the ledger). Both tools clean the
+memory; ``clean.workers: 2`` cleans at least 1.8x the docs/s of one worker on two cores,
+writing the same outputs (shown by a digest of the shards and the ledger); and, as root,
+``clean.executor: ray`` on a two-node cluster (two network namespaces, one CPU each, on the same
+two cores) cleans at least 1.5x the docs/s of one local worker, writing the same outputs, with
+the bytes per document that cross to the cluster and that the dedup shuffles move. Both tools clean the
 same generated ticket corpus (``offline.data.sample``), each in child processes pinned to one
 core (the workers' runs: to two), with the network cut off (``unshare -n``) where the bench may
 do that (root); seconds and peak RSS are the children's, start-up and imports included (the
@@ -526,6 +529,10 @@ class RayScaling:
         moved = self.ray.cluster or {}
         return (moved.get("sent", 0) + moved.get("received", 0)) / max(self.ray.docs, 1)
 
+    def shuffle_bytes_per_doc(self) -> float:
+        """Bytes the dedup partitions took in (hashes, band keys, candidate rows) per doc."""
+        return (self.ray.cluster or {}).get("shuffled", 0) / max(self.ray.docs, 1)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "cores": self.cores,
@@ -534,6 +541,7 @@ class RayScaling:
             "ratio": round(self.ratio(), 2),
             "docs_per_s_per_worker": round(self.ray.docs_per_s / 2, 1),
             "wire_bytes_per_doc": round(self.wire_bytes_per_doc()),
+            "shuffle_bytes_per_doc": round(self.shuffle_bytes_per_doc()),
             "same_outputs": self.same_outputs,
             "goal": RAY_GOAL,
             "verdict": verdict(self.ratio() >= RAY_GOAL and self.same_outputs),
@@ -733,6 +741,8 @@ def print_ray(rep: Report) -> None:
     moved = rs.ray.cluster or {}
     wire = f"bytes to the cluster and back per doc ({moved.get('batches', 0):,} batches)"
     print(f"   {wire:<50}{rs.wire_bytes_per_doc():8,.0f}")
+    shuffle = "bytes shuffled to the dedup partitions per doc"
+    print(f"   {shuffle:<50}{rs.shuffle_bytes_per_doc():8,.0f}")
     versus = rep.ray_vs_datatrove()
     if versus is not None:
         print(f"   {'Ray per CPU / datatrove per core, docs/s':<50}{versus:8.1f}x")

@@ -1,10 +1,6 @@
-"""``clean.executor: ray``: the clean stage's per-batch work as Ray tasks, on a cluster of the
-site's own machines that never reaches out.
-
-The runner (``offline data clean``, on any host that reaches the cluster) reads the workspace,
-hands each batch to the cluster as one task and takes the results back in source order: the
-same functions the local workers run, so the outputs are the same bytes whatever runs them.
-The workers need the toolkit installed (the bundle's toolkit env) but no copy of the data.
+"""The Ray cluster ``clean.executor: ray`` runs on: joining it, and starting its nodes, on the
+site's own machines, so that they never reach out. What runs there is
+:mod:`offline.data.distributed`.
 
 Offline by construction: the runner sets :data:`OFFLINE_ENV` before Ray is imported (no usage
 report, no runtime environment built with uv), starts a local Ray without its dashboard, and
@@ -12,8 +8,8 @@ never asks for a runtime environment, so no node installs or downloads anything.
 with ``offline cluster start`` run with the same settings.
 
 Fault tolerance is Ray's: a task whose worker process or node died is run again elsewhere
-(:data:`TASK_RETRIES` times), and the runner only takes finished results, so a lost worker
-neither loses nor duplicates a row.
+(:data:`TASK_RETRIES` times), and the runner only takes finished results (:meth:`Cluster.get`),
+so a lost worker neither loses nor duplicates a row.
 """
 
 from __future__ import annotations
@@ -25,20 +21,15 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from offline.errors import ConfigError, DataError, OfflineError
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 # What every Ray process of ours runs with; set before `import ray`.
 OFFLINE_ENV = {
@@ -52,13 +43,7 @@ OFFLINE_ENV = {
 }
 # Runs of a task whose worker process or node died before Ray gives up on it.
 TASK_RETRIES = 3
-# Batches in flight per CPU of the cluster: enough to keep each busy while the runner writes.
-IN_FLIGHT_PER_CPU = 2
 MIB = 1 << 20
-
-# A worker process's last initializer run: (run token, its result). Ray reuses worker
-# processes, so each one builds a run's steps once.
-_READY: str | None = None
 
 
 def offline_env() -> None:
@@ -68,22 +53,6 @@ def offline_env() -> None:
     """
     os.environ.update(OFFLINE_ENV)
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-
-def _run_task(
-    fn: Callable[[Any], Any],
-    initializer: Callable[..., None] | None,
-    initargs: tuple[Any, ...],
-    token: str,
-    item: Any,
-) -> Any:
-    """One batch in a Ray worker: the run's initializer once per process, then ``fn``."""
-    global _READY
-    if token != _READY:
-        if initializer is not None:
-            initializer(*initargs)
-        _READY = token
-    return fn(item)
 
 
 def payload_bytes(value: Any) -> int:
@@ -192,46 +161,6 @@ class Cluster:
         import ray
 
         ray.shutdown()
-
-    def ordered_map(
-        self,
-        fn: Callable[[T], R],
-        items: Iterable[T],
-        initializer: Callable[..., None] | None,
-        initargs: tuple[Any, ...],
-        what: str,
-    ) -> Iterator[tuple[T, R]]:
-        """``(item, fn(item))`` in the order of ``items``, each ``fn(item)`` one Ray task."""
-        import ray
-
-        task = ray.remote(_run_task).options(
-            num_cpus=1, memory=self.memory_mb * MIB, max_retries=TASK_RETRIES
-        )
-        shared = (ray.put(fn), ray.put(initializer), ray.put(initargs), uuid.uuid4().hex)
-        pending: deque[tuple[T, Any]] = deque()
-        try:
-            for item in items:
-                pending.append((item, task.remote(*shared, item)))
-                self.transfer.batches += 1
-                self.transfer.sent += payload_bytes(item)
-                if len(pending) >= self.cpus * IN_FLIGHT_PER_CPU:
-                    yield self._take(pending, what)
-            while pending:
-                yield self._take(pending, what)
-        finally:
-            for _, ref in pending:
-                ray.cancel(ref, force=True)
-
-    def _take(self, pending: deque[tuple[T, Any]], what: str) -> tuple[T, R]:
-        taken: tuple[T, R] = self._next(pending, what)
-        self.transfer.received += payload_bytes(taken[1])
-        return taken
-
-    @staticmethod
-    def _next(pending: deque[tuple[T, Any]], what: str) -> tuple[T, R]:
-        item, ref = pending.popleft()
-        result: R = Cluster.get(ref, what)
-        return item, result
 
     @staticmethod
     def get(ref: Any, what: str) -> Any:

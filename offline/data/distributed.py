@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from offline.data.cluster import Cluster, payload_bytes
+from offline.data.cluster import TASK_RETRIES, Cluster, payload_bytes
 from offline.data.io import Chunk, Quarantined, RawLine, parse_lines
 from offline.data.params import Dataset, Params
 from offline.data.steps.base import Context, Outcome, Prepared, Scrubber, Step
@@ -385,7 +385,7 @@ def run(
 
     partitions = setup.partitions = max(1, cluster.cpus)
     segments = segments_of(setup.names)
-    options: Any = {"num_cpus": 1, "memory": cluster.memory_mb << 20, "max_retries": 3}
+    options: Any = {"num_cpus": 1, "memory": cluster.memory_mb << 20, "max_retries": TASK_RETRIES}
     round_task = ray.remote(**options)(_round)
     resolve = ray.remote(**options)(_resolve)
     links = ray.remote(**options)(_links)

@@ -1,5 +1,4 @@
-"""Where the clean stage's per-batch work runs: every core of the host (``clean.workers``) or a
-Ray cluster (``clean.executor: ray``).
+"""Worker processes for the clean stage: every core of the host (``clean.workers``).
 
 The runner hands batches to workers and takes the results back in the order it handed them out,
 never more than a few batches per worker in flight, so memory stays bounded and what the runner
@@ -7,10 +6,8 @@ writes does not depend on which worker finished first. With one local worker not
 the same function runs in the runner's own process.
 
 Local workers are started with ``spawn`` (a fork of a process holding Arrow's thread pools is
-not safe) and inherit the runner's environment, the offline settings included. On Ray
-(:mod:`offline.data.cluster`) each batch is a task; Ray retries a task whose worker or node
-died, and the runner only ever takes a finished task's result, so nothing is lost or counted
-twice.
+not safe) and inherit the runner's environment, the offline settings included. The other
+executor, a Ray cluster, is :mod:`offline.data.distributed`.
 """
 
 from __future__ import annotations
@@ -24,12 +21,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from offline.errors import DataError
-
-if TYPE_CHECKING:
-    from offline.data.cluster import Cluster
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -62,18 +56,13 @@ def ordered_map(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
     what: str = "",
-    cluster: Cluster | None = None,
 ) -> Iterator[tuple[T, R]]:
-    """``(item, fn(item))`` in the order of ``items``, ``fn`` run in ``workers`` processes, or
-    as tasks on ``cluster`` (``workers`` is then ignored: every CPU of the cluster works).
+    """``(item, fn(item))`` in the order of ``items``, ``fn`` run in ``workers`` processes.
 
     ``fn`` and ``initializer`` must be module-level functions; ``initializer(*initargs)`` runs
     once in each worker (with one worker: once, here). A worker that dies (killed, out of
     memory) is a :class:`~offline.errors.DataError` naming ``what``; nothing it did is kept.
     """
-    if cluster is not None:
-        yield from cluster.ordered_map(fn, items, initializer, initargs, what)
-        return
     if workers <= 1:
         if initializer is not None:
             initializer(*initargs)
