@@ -5,11 +5,11 @@ memory; ``clean.workers: 2`` cleans at least 1.8x the docs/s of one worker on tw
 writing the same outputs (shown by a digest of the shards and the ledger); and, as root,
 ``clean.executor: ray`` on a two-node cluster (two network namespaces, one CPU each, on the same
 two cores) cleans at least 1.5x the docs/s of one local worker, writing the same outputs, with
-the bytes per document that cross to the cluster and that the dedup shuffles move. Both tools clean the
-same generated ticket corpus (``offline.data.sample``), each in child processes pinned to one
-core (the workers' runs: to two), with the network cut off (``unshare -n``) where the bench may
-do that (root); seconds and peak RSS are the children's, start-up and imports included (the
-peak RSS of a run with workers is the runner's own, not its workers').
+the bytes per document that cross to the cluster and that the dedup shuffles move. Both tools
+clean the same generated ticket corpus (``offline.data.sample``), each in child processes pinned
+to one core (the workers' runs: to two), with the network cut off (``unshare -n``) where the
+bench may do that (root); seconds and peak RSS are the children's, start-up and imports included
+(the peak RSS of a run with workers or on Ray is the runner's own, not its workers').
 
 datatrove's closest pipeline: JsonlReader -> FTFYFormatter -> GopherRepetitionFilter ->
 GopherQualityFilter -> C4QualityFilter -> PIIFormatter -> JsonlWriter, then its four MinHash
