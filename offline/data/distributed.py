@@ -73,7 +73,9 @@ class Setup:
 class Built:
     params: Params
     dataset: Dataset
-    steps: list[Step]
+    names: list[str]
+    steps: dict[int, Step]  # the per-batch ones, by place in the chain (the stateful ones are
+    # built fresh by each resolving task)
     segments: list[tuple[list[int], int | None]]
     pii: Scrubber | None
 
@@ -104,9 +106,14 @@ def _built(setup: Setup) -> Built:
             {"datasets": {ctx.dataset: setup.dataset}, "clean": setup.clean}
         )
         specs = registry()
-        steps = [specs[n].build(params.clean.step_params(n), ctx) for n in setup.names]
-        pii = next((s for s in steps if isinstance(s, Scrubber)), None)
-        built = Built(params, params.datasets[ctx.dataset], steps, segments_of(setup.names), pii)
+        steps = {
+            i: specs[n].build(params.clean.step_params(n), ctx)
+            for i, n in enumerate(setup.names)
+            if not specs[n].stateful
+        }
+        pii = next((s for s in steps.values() if isinstance(s, Scrubber)), None)
+        dataset = params.datasets[ctx.dataset]
+        built = Built(params, dataset, setup.names, steps, segments_of(setup.names), pii)
         _BUILT = (setup.token, built)
     return _BUILT[1]
 
@@ -198,7 +205,7 @@ def _apply_decisions(b: Built, state: State, step_index: int, decided: Decisions
     columns = list(batch.columns)
     columns[i] = pa.array(clusters, batch.schema.field(i).type)
     outcome = Outcome(pa.RecordBatch.from_arrays(columns, schema=batch.schema), reasons)
-    name = b.steps[step_index].name
+    name = b.names[step_index]
     state.batch, ledger, kept = _apply(name, batch, outcome, state.stats[step_index])
     if ledger is not None:
         state.ledger.append(scrub_columns(ledger, ("original",), b.pii))
@@ -219,7 +226,7 @@ def _round(setup: Setup, r: int, chunk: int, work: Any, decided: Decisions | Non
             read.batch,
             (np.int64(chunk) << POS_SHIFT) + np.arange(n, dtype=np.int64),
             None,
-            [StepStats() for _ in b.steps],
+            [StepStats() for _ in b.names],
             [],
             read.rows,
             read.quarantined,
