@@ -474,7 +474,7 @@ def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
         argv = [
             offline, "serve", "--model", str(demo.ws / LAYOUT.exports / model),
             "--port", str(port), "--api-keys", str(keys),
-            "--audit-log", str(demo.ws / "audit.jsonl"),
+            "--audit-log", str(demo.ws / f"audit-{model}.jsonl"),
         ]  # fmt: skip
         cmd = demo.gap.wrap(argv) if demo.gap else argv
         with (demo.ws / f"serve-{model}.log").open("w") as log:  # the child keeps its own copy
@@ -496,7 +496,25 @@ def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
     result: dict[str, Any] = json.loads(out)
+    # Each server's hash-chained audit log, closed when it stopped: checked as an auditor would.
+    logs = [demo.ws / f"audit-{model}.jsonl" for model in ("classifier-int8", "trained-int8")]
+    result["audit"] = [
+        _audit_line(
+            subprocess.run(
+                [offline, "audit", "verify", "--closed", str(log)],
+                capture_output=True,
+                text=True,
+                env=demo.env(),
+            )
+        )
+        for log in logs
+    ]
     return result
+
+
+def _audit_line(proc: subprocess.CompletedProcess[str]) -> str:
+    text = (proc.stdout or proc.stderr).strip().splitlines()
+    return text[0] if text else f"offline audit verify exited {proc.returncode}"
 
 
 def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
@@ -589,6 +607,8 @@ def _figures(ws: Path, figures: dict[str, Any]) -> dict[str, str]:
             f" {serve.get('second_turn_ms')} ms);"
             f" without a key: {serve['without_key']}"
         )
+        if serve.get("audit"):
+            lines["serve"] += "; audit logs: " + "; ".join(serve["audit"])
     return lines
 
 

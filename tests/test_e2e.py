@@ -57,6 +57,8 @@ def test_the_demo_flow_runs_air_gapped(tmp_path: Path) -> None:
     serve = figures["figures"]["serve"]
     assert len(serve["predict"]) == 2 and serve["chat_usage"]["completion_tokens"] > 0
     assert serve["without_key"] == 401
+    # each server's audit log is hash-chained and was closed when the server stopped
+    assert len(serve["audit"]) == 2 and all(a.startswith("chain intact") for a in serve["audit"])
     # the SFT model is served as an LLM: its KV cache and its own context, not a 64-token window
     assert serve["lm_backend"] == "eager" and serve["lm_max_model_len"] == 512
     assert serve["second_turn_usage"]["prompt_tokens"] > 100

@@ -14,6 +14,7 @@ from offline.errors import INTERNAL_EXIT, OfflineError
 
 # name -> module holding a Typer ``app``. One line per capability; issues add theirs here.
 GROUPS: dict[str, str] = {
+    "audit": "offline.cli.audit",
     "bundle": "offline.cli.bundle",
     "cluster": "offline.cli.cluster",
     "data": "offline.cli.data",

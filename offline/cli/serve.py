@@ -81,6 +81,14 @@ def serve_cmd(
     audit_content: Annotated[
         bool | None, typer.Option("--audit-content", help="Also log prompts and outputs.")
     ] = None,
+    audit_key: Annotated[
+        Path | None,
+        typer.Option("--audit-key", help="ed25519 key (PEM) signing the audit log's checkpoints."),
+    ] = None,
+    audit_rotate_mb: Annotated[
+        int | None,
+        typer.Option("--audit-rotate-mb", help="Rotate the audit log past this size (MiB)."),
+    ] = None,
     allow_unauthenticated: Annotated[
         bool | None,
         typer.Option("--allow-unauthenticated", help="Bind beyond loopback without API keys."),
@@ -107,6 +115,8 @@ def serve_cmd(
             "canary_percent": canary_percent,
             "audit_log": audit_log,
             "audit_content": audit_content,
+            "audit_key": audit_key,
+            "audit_rotate_mb": audit_rotate_mb,
             "allow_unauthenticated": allow_unauthenticated,
         }
     )

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from offline import __version__
+from offline.bundle.sign import load_private_key
 from offline.redact import RedactingFormatter
 from offline.serve.auth import KeyStore
 from offline.serve.batching import ContinuousBatcher
@@ -117,7 +118,11 @@ def create_app(
     primary, canary = models or load_models(settings)
     keys = KeyStore.load(settings.api_keys) if settings.api_keys else None
     metrics, runner = Metrics(), Runner()
-    audit = AuditLog(settings.audit_log, settings.audit_content) if settings.audit_log else None
+    audit = None
+    if settings.audit_log:
+        key = load_private_key(settings.audit_key) if settings.audit_key else None
+        rotate = settings.audit_rotate_mb << 20 if settings.audit_rotate_mb else None
+        audit = AuditLog(settings.audit_log, settings.audit_content, key, rotate)
     svc = Service(
         settings,
         _slot(primary, settings, runner, metrics),

@@ -4,15 +4,16 @@ the audit log (one JSON line per request, credentials masked: see ``offline.reda
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.exceptions import HTTPException
 
+from offline.audit.chain import ChainWriter
 from offline.redact import redact, redact_tree
 from offline.serve.metrics import Metrics
 
@@ -34,21 +35,25 @@ def _content(raw: bytes) -> str:
 
 
 class AuditLog:
-    """Appends JSON lines; a lock keeps lines whole when threads write at once."""
+    """One JSON line per request, hash-chained (:mod:`offline.audit.chain`): each line carries
+    the hash of the one before it, and every 1000 lines or 5 minutes, and on close, a
+    checkpoint signed with ``key`` (the site's ed25519 key) when one is given."""
 
-    def __init__(self, path: Path, content: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        path: Path,
+        content: bool,
+        key: Ed25519PrivateKey | None = None,
+        rotate_bytes: int | None = None,
+    ) -> None:
         self.path, self.content = path, content
-        self._fh = path.open("a", buffering=1)
-        self._lock = threading.Lock()
+        self._chain = ChainWriter(path, key, rotate_bytes=rotate_bytes)
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False)
-        with self._lock:
-            self._fh.write(line + "\n")
+        self._chain.write(record)
 
     def close(self) -> None:
-        self._fh.close()
+        self._chain.close()
 
 
 class _TooLarge(HTTPException):

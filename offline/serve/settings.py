@@ -57,6 +57,12 @@ class ServeSettings(BaseSettings):
     # audit
     audit_log: Path | None = None
     audit_content: bool = Field(False, description="also log prompts and outputs")
+    audit_key: Path | None = Field(
+        None, description="ed25519 key (PEM) that signs the audit log's checkpoints"
+    )
+    audit_rotate_mb: int | None = Field(
+        None, ge=1, description="rotate the audit log past this size; the chain goes on"
+    )
     seed: int | None = Field(None, description="seed the canary split (tests, replays)")
 
     @model_validator(mode="after")

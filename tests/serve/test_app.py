@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from offline.audit.chain import verify
 from offline.errors import IntegrityError, NotFoundError
 from offline.serve.app import create_app
 from offline.serve.auth import add_key
@@ -206,6 +207,9 @@ def test_api_keys_are_hashed_and_required(exports: Exports, tmp_path: Path) -> N
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     log = audit.read_text()
     assert token not in log and "sk-offline" not in log
+    verdict = verify([audit])  # hash-chained, and closed when the server stopped
+    assert verdict.ok and verdict.closed, verdict.as_dict()
+    records = [r for r in records if "checkpoint" not in r]
     predicts = [r for r in records if r["route"] == "/predict"]
     assert [r["status"] for r in predicts] == [401, 401, 401, 200]
     assert predicts[-1]["key_id"] == "ops" and predicts[-1]["model"].startswith("classifier@")
@@ -219,7 +223,7 @@ def test_audit_content_when_enabled(exports: Exports, tmp_path: Path) -> None:
     settings = {"model": exports.cls, "backend": "torchscript", "audit_log": audit}
     with client(**settings, audit_content=True) as c:
         c.post("/predict", json={"texts": TEXTS})
-    (record,) = [json.loads(x) for x in audit.read_text().splitlines() if "/predict" in x]
+    (record,) = [json.loads(x) for x in audit.read_text().splitlines() if '"/predict"' in x]
     assert TEXTS[0] in record["request"] and '"label"' in record["response"]
 
 
