@@ -141,3 +141,20 @@ def test_offline_audit_verify(tmp_path: Path) -> None:
     cut = runner.invoke(app, ["audit", "verify", "--closed", str(path)])
     assert cut.exit_code == 1 and "TAIL" in cut.output
     assert runner.invoke(app, ["audit", "verify", str(path)]).exit_code == 0  # a live log
+
+
+def test_a_line_torn_by_a_crash_is_cut_and_recorded_and_the_chain_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    writer = ChainWriter(path, KEY, every_lines=100)
+    for i in range(5):
+        writer.write({"n": i})
+    writer._fh.close()  # killed: no closing checkpoint...
+    with path.open("ab") as fh:
+        fh.write(b'{"seq":5,"prev":"ab')  # ...and half a line
+    again = ChainWriter(path, KEY)
+    again.write({"n": 5})
+    again.close()
+    verdict = verify([path], KEY.public_key())
+    assert verdict.ok and verdict.closed, verdict.as_dict()
+    records = [json.loads(x) for x in path.read_bytes().splitlines()]
+    assert records[5]["torn_line"]["bytes"] == len(b'{"seq":5,"prev":"ab')

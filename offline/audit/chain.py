@@ -88,10 +88,13 @@ class ChainWriter:
             rotate_bytes,
         )
         self._lock = threading.Lock()
-        self._seq, self._prev = _resume(path)
+        self._seq, self._prev, repaired = _resume(path)
         self._fh = path.open("ab", buffering=0)
         self._since = 0
         self._last = time.monotonic()
+        if repaired is not None:  # the cut-off bytes' size and hash stay on record
+            self._append({"event": "resumed after a torn last line", **repaired})
+            self._since += 1
 
     def write(self, record: dict[str, Any]) -> None:
         clash = [k for k in RESERVED if k in record]
@@ -167,17 +170,19 @@ def _first_seq(path: Path) -> int:
     return int(json.loads(first)["seq"]) if first.strip() else 0
 
 
-def _resume(path: Path) -> tuple[int, str]:
-    """The next ``seq`` and ``prev`` of the log at ``path`` (its rotated files included)."""
+def _resume(path: Path) -> tuple[int, str, dict[str, Any] | None]:
+    """The next ``seq`` and ``prev`` of the log at ``path`` (its rotated files included), and,
+    when its last line was torn (a crash mid-write), what was cut off to continue the chain."""
     candidates = [path] if path.is_file() and path.stat().st_size else []
     if not candidates:
         rotated = sorted(path.parent.glob(f"{path.name}.*"))
         candidates = rotated[-1:]
     if not candidates:
-        return 0, GENESIS
+        return 0, GENESIS, None
+    repaired = _drop_torn_line(candidates[0])
     last = _last_line(candidates[0])
     if last is None:
-        return 0, GENESIS
+        return 0, GENESIS, repaired
     try:
         seq = int(json.loads(last)["seq"])
     except (ValueError, KeyError, TypeError):
@@ -186,7 +191,24 @@ def _resume(path: Path) -> tuple[int, str]:
             "continued",
             fix="run `offline audit verify` on it, move it aside, and start a new log",
         ) from None
-    return seq + 1, line_hash(last)
+    return seq + 1, line_hash(last), repaired
+
+
+def _drop_torn_line(path: Path) -> dict[str, Any] | None:
+    """Cut a last line that has no newline (the writer died mid-line); say what was cut."""
+    with path.open("rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return None
+        size = min(end, 1 << 20)
+        fh.seek(end - size)
+        block = fh.read(size)
+        cut = block.rfind(b"\n") + 1  # 0: the whole block is the torn line
+        torn = block[cut:]
+        fh.truncate(end - size + cut)
+    return {"torn_line": {"bytes": len(torn), "sha256": line_hash(torn)}}
 
 
 # --- verification -------------------------------------------------------------------------------
