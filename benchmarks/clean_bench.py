@@ -708,19 +708,26 @@ def print_memory(rep: Report) -> None:
     print(f"   {goal:<50}{mem['verdict']:>9}")
 
 
+def print_versus(
+    sides: tuple[Side, Side], ratio_label: str, ratio: float, same: bool, per: tuple[str, float]
+) -> None:
+    """Two runs of ours on the same cores: their rows, the ratio, and docs/s per worker."""
+    print()
+    for side in sides:
+        print_side(side)
+    shown = "same outputs" if same else "OUTPUTS DIFFER"
+    print(f"   {ratio_label:<50}{ratio:8.2f}x   ({shown})")
+    print(f"   {per[0]:<50}{per[1]:8,.0f}")
+
+
 def print_scaling(rep: Report) -> None:
     if rep.scaling is None:
         print(f"   clean.workers: {rep.scaling_absent}")
         return
     sc = rep.scaling
-    print()
-    for side in (sc.one, sc.two):
-        print_side(side)
-    ratio = f"clean.workers 2 / 1 on cores {sc.cores}, docs/s"
-    same = "same outputs" if sc.same_outputs else "OUTPUTS DIFFER"
-    print(f"   {ratio:<50}{sc.ratio():8.2f}x   ({same})")
-    per = f"docs/s per worker with 2 ({sc.two.docs:,} docs)"
-    print(f"   {per:<50}{sc.two.docs_per_s / 2:8,.0f}")
+    per = (f"docs/s per worker with 2 ({sc.two.docs:,} docs)", sc.two.docs_per_s / 2)
+    label = f"clean.workers 2 / 1 on cores {sc.cores}, docs/s"
+    print_versus((sc.one, sc.two), label, sc.ratio(), sc.same_outputs, per)
     goal = f"goal ≥ {WORKERS_GOAL}x, outputs identical"
     print(f"   {goal:<50}{sc.as_dict()['verdict']:>9}")
 
@@ -730,14 +737,9 @@ def print_ray(rep: Report) -> None:
         print(f"   clean.executor ray: {rep.ray_absent}")
         return
     rs = rep.ray
-    print()
-    for side in (rs.one, rs.ray):
-        print_side(side)
-    ratio = "Ray 2 nodes / local 1 worker, same 2 cores, docs/s"
-    same = "same outputs" if rs.same_outputs else "OUTPUTS DIFFER"
-    print(f"   {ratio:<50}{rs.ratio():8.2f}x   ({same})")
-    per = f"docs/s per Ray worker ({rs.ray.docs:,} docs)"
-    print(f"   {per:<50}{rs.ray.docs_per_s / 2:8,.0f}")
+    per = (f"docs/s per Ray worker ({rs.ray.docs:,} docs)", rs.ray.docs_per_s / 2)
+    label = "Ray 2 nodes / local 1 worker, same 2 cores, docs/s"
+    print_versus((rs.one, rs.ray), label, rs.ratio(), rs.same_outputs, per)
     moved = rs.ray.cluster or {}
     wire = f"bytes to the cluster and back per doc ({moved.get('batches', 0):,} batches)"
     print(f"   {wire:<50}{rs.wire_bytes_per_doc():8,.0f}")
