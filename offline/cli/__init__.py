@@ -19,6 +19,7 @@ GROUPS: dict[str, str] = {
     "cluster": "offline.cli.cluster",
     "data": "offline.cli.data",
     "doctor": "offline.cli.doctor",
+    "evidence": "offline.cli.evidence",
     "firewall": "offline.cli.firewall",
     "images": "offline.cli.images",
     "label": "offline.cli.label",

@@ -4,7 +4,9 @@
 (``{"event": "eval" | "checkpoint" | "rollback" | ...}``); a resumed run appends to it, so a
 step run twice (resume, rollback) appears twice and the last line counts. Every message and
 record is redacted (``offline.redact``) before it is written: a config value or an error can
-carry a credential.
+carry a credential. The file is a hash chain (:mod:`offline.audit.chain`: ``seq``/``prev`` on
+each line, a checkpoint line signed with the site key every 1000 lines and when the run ends):
+``offline audit verify logs/train/train.jsonl`` shows a line edited, deleted or cut.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from offline.audit.chain import ChainWriter
+from offline.audit.site import site_key
 from offline.redact import redact, redact_tree
 
 
@@ -29,17 +33,21 @@ class RunLog:
         self.directory, self.rank = directory, rank
         self.bar: Any = None  # tqdm on a TTY
         self.tb: Any = None  # TensorBoard writer
-        self.jsonl: Any = None
+        self.jsonl: ChainWriter | None = None
 
     @property
     def path(self) -> Path:
         return self.directory / "train.jsonl"
 
     def open(self, *, append: bool) -> None:
-        """Start ``train.jsonl``: a resumed run appends to the one it continues."""
+        """Start ``train.jsonl``: a resumed run continues the chain of the one it continues; a
+        new run starts a new chain (the workspace's site key signs its checkpoints)."""
         if self.rank == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.jsonl = self.path.open("a" if append else "w")
+            if not append:
+                for old in [self.path, *self.directory.glob(f"{self.path.name}.*")]:
+                    old.unlink(missing_ok=True)
+            self.jsonl = ChainWriter(self.path, site_key(workspace=Path.cwd()))
 
     def say(self, text: str) -> None:
         if self.rank == 0:
@@ -52,9 +60,8 @@ class RunLog:
     def record(self, record: dict[str, Any]) -> None:
         """One line of ``train.jsonl``, with the time it was written."""
         if self.rank == 0:
-            line = {"time": round(time.time(), 3), **redact_tree(record)}
-            self.jsonl.write(json.dumps(line) + "\n")
-            self.jsonl.flush()
+            assert self.jsonl is not None, "RunLog.open first"
+            self.jsonl.write({"time": round(time.time(), 3), **redact_tree(record)})
 
     def scalar(self, name: str, value: float, step: int) -> None:
         if self.rank == 0 and self.tb is not None:
@@ -94,7 +101,8 @@ class RunLog:
         if self.rank == 0:
             if self.tb is not None:
                 self.tb.close()
-            self.jsonl.close()
+            if self.jsonl is not None:
+                self.jsonl.close()
 
     def losses(self, upto: int) -> list[dict[str, Any]]:
         """Loss by step up to ``upto`` from ``train.jsonl``; a re-run step keeps its last."""
@@ -104,6 +112,6 @@ class RunLog:
         for line in self.path.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
-                if "event" not in record and record.get("step", 0) <= upto:
+                if "step" in record and "event" not in record and record["step"] <= upto:
                     by_step[record["step"]] = {"step": record["step"], "loss": record["loss"]}
         return [by_step[s] for s in sorted(by_step)]

@@ -93,5 +93,7 @@ def weights(model_dir: Path) -> dict[str, Any]:
 
 
 def log_records(log_dir: Path) -> list[dict[str, Any]]:
+    """What the run recorded in ``train.jsonl``: its lines but the chain's checkpoints."""
     path = log_dir / "train.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [line for line in lines if "checkpoint" not in line]

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
+from offline.audit.chain import verify as audit_verify
 from offline.errors import (
     ConfigError,
     DataError,
@@ -151,6 +152,10 @@ def test_kill_9_then_resume_auto_matches_the_uninterrupted_run(
     assert resumed["resumed_from"] == newest.step
     same_weights(train_ws / "out/ref/model", train_ws / "out/killed/model")
     assert resumed["metrics"]["loss"] == reference["metrics"]["loss"]
+    # the killed run's log and the resumed run's are one chain, closed by the resumed run
+    chain = audit_verify([logs])
+    assert chain.ok and chain.closed, chain.as_dict()
+    assert chain.lines > len(log_records(logs.parent)), "no checkpoint lines"
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(

@@ -1,0 +1,1 @@
+"""The evidence dossier: ``offline evidence build`` and ``offline evidence verify``."""
