@@ -378,7 +378,7 @@ def ml_bom(
                 ],
             }
         )
-    bases = {}
+    bases: dict[str, dict[str, Any]] = {}
     for part in parts:
         base = (part.training_card or {}).get("base_model")
         if base and base not in bases:
@@ -409,14 +409,15 @@ def ml_bom(
         ref = f"model:{part.name}"
         metrics = []
         if part.evaluation:
-            deployed = part.evaluation["backends"].get(part.evaluation.get("deployed"), {})
+            deployed_name = part.evaluation.get("deployed")
+            deployed = part.evaluation["backends"].get(deployed_name, {})
             for name, value in deployed.items():
                 if isinstance(value, int | float):
                     metrics.append(
                         {
                             "type": name,
                             "value": f"{value:.6g}",
-                            "slice": f"{part.evaluation.get('data')} ({part.evaluation.get('deployed')})",
+                            "slice": f"{part.evaluation.get('data')} ({deployed_name})",
                         }
                     )
         card: dict[str, Any] = {
@@ -572,7 +573,7 @@ def build(src: Sources) -> Built:
         files += [p for p in part.export_dir.rglob("*") if p.is_file()]
     files = sorted(set(files))
     digests = {_rel(p, ws): d for p, d in sha256_many(files).items()}
-    artifacts = [
+    artifacts: list[dict[str, Any]] = [
         {"path": rel, "bytes": (ws / rel).stat().st_size, "sha256": digests[rel]}
         for rel in sorted(digests)
     ]

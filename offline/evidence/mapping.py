@@ -30,6 +30,7 @@ ANNEX_IV = "EU AI Act (Regulation (EU) 2024/1689), Annex IV"
 ART_12 = "EU AI Act, Art. 12 (record-keeping)"
 MLPS = "MLPS 2.0 level 3 (GB/T 22239-2019)"
 
+# fmt: off
 ITEMS: tuple[Item, ...] = (
     Item(
         ANNEX_IV,

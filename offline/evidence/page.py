@@ -48,7 +48,8 @@ def render(
     name = str(card.get("name") or parts[0].name)
     h: list[str] = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f"<title>{escape(name)}: model card and evidence</title><style>{STYLE}</style></head><body>",
+        f"<title>{escape(name)}: model card and evidence</title>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>{escape(name)}: model card and evidence</h1>",
         f"<p>Built {escape(index['created'])} by deepseek-offline {escape(index['toolkit'])};"
         f" signed by site key <code>{escape(index['key']['id'])}</code>."
@@ -71,7 +72,7 @@ def render(
                     "risks",
                 )
             ],
-        ),  # fmt: skip
+        ),
         "<h2>Known gaps</h2>",
         "<ul>" + "".join(f"<li class=gap>{escape(g)}</li>" for g in index["gaps"]) + "</ul>"
         if index["gaps"]
@@ -111,12 +112,14 @@ def render(
                     ]
                     for a in arts
                 ],
-            )  # fmt: skip
+            )
         )
         if part.evaluation:
             ev = part.evaluation
-            rows = [[b, *(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, int | float))]
-                    for b, m in ev["backends"].items()]  # fmt: skip
+            rows = [
+                [b, *(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, int | float))]
+                for b, m in ev["backends"].items()
+            ]
             width = max(len(r) for r in rows)
             h.append(
                 f"<p>Evaluated on {escape(str(ev.get('rows')))} rows of"
@@ -148,7 +151,7 @@ def render(
                 ]
                 for n, d in cleaning["datasets"].items()
             ],
-        )  # fmt: skip
+        )
     )
     labels = json.loads(docs["labeling.json"])
     if labels:
@@ -173,7 +176,7 @@ def render(
                     ]
                     for t, m in labels.items()
                 ],
-            )  # fmt: skip
+            )
         )
     h.append("<h2>Lineage (dvc.lock)</h2>")
     h.append(
@@ -188,7 +191,7 @@ def render(
                 ]
                 for s, v in lineage["stages"].items()
             ],
-        )  # fmt: skip
+        )
     )
     h.append("<h2>Audit logs</h2>")
     audit = json.loads(docs["audit.json"])["logs"]
@@ -213,7 +216,7 @@ def render(
                 ]
                 for log in audit
             ],
-        )  # fmt: skip
+        )
     )
     h.append("<h2>Where each regulatory item is answered</h2>")
     from offline.evidence.mapping import NOTICE
@@ -226,7 +229,7 @@ def render(
                 [r["framework"], r["item"], r["title"], r["files"], r["status"], r["note"]]
                 for r in table
             ],
-        )  # fmt: skip
+        )
     )
     h.append("<h2>Artifacts named (sha256)</h2>")
     h.append(

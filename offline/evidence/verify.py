@@ -67,7 +67,7 @@ def verify(dossier: Path, pubkey: Path | None = None, workspace: Path | None = N
     """Check ``dossier`` (see the module); ``pubkey`` anchors the signature in a key the auditor
     trusts instead of the one the dossier carries."""
     report = Report(dossier)
-    index_path, sig_path = dossier / INDEX, dossier / SIG
+    index_path = dossier / INDEX
     if not index_path.is_file():
         raise ConfigError(
             f"{dossier}: no {INDEX}, so not an evidence dossier",
