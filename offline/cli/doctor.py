@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,6 +57,13 @@ def doctor(
     deep: Annotated[bool, typer.Option(help="Hash installed and bundle files.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every pass.")] = False,
     schema: Annotated[bool, typer.Option(help="Print the JSON report's schema.")] = False,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append the report to this hash-chained log (default: an installed host's"
+            " PREFIX/var/log/doctor.jsonl; $DEEPSEEK_OFFLINE_LOG_DIR). offline evidence reads it."
+        ),
+    ] = None,
 ) -> None:
     """Check this host against the bundle it was installed from; every failure shows a fix."""
     from offline.cli.render import print_json
@@ -94,6 +101,7 @@ def doctor(
             typer.echo(f"{check.id:<40} {check.severity:<9} {check.title}")
         return
     result: Report = diagnose(context, only=only, skip=skip, strict=strict)
+    _record(log, result.to_json())
     if html:
         _write(html, render.to_html(result))
     if junit:
@@ -104,6 +112,23 @@ def doctor(
         typer.echo(render.to_text(result, verbose=verbose))
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _record(log: Path | None, report: dict[str, Any]) -> None:
+    """The run on the doctor's chained event log (signed with the site key where one is set)."""
+    from offline.audit.site import append_event, log_dir, site_key
+
+    event = {"event": "doctor run", "summary": report.get("summary"), "report": report}
+    if log is not None:
+        append_event(log, event, site_key())
+        return
+    where = log_dir()
+    if where is None:
+        return
+    try:
+        append_event(where / "doctor.jsonl", event, site_key())
+    except OSError as exc:  # the default place, not writable for this user: say so, go on
+        typer.echo(f"note: the report was not logged to {where}/doctor.jsonl: {exc}", err=True)
 
 
 def main() -> None:

@@ -156,11 +156,24 @@ def verify_cmd(
     from offline.firewall.verify import parse_reachable, verify
 
     found = verify(parse_reachable(expect_reachable), timeout, root=state_dir)
+    _log_verify(state_dir, found.to_json())
     if json_out:
         print_json(found.to_json())
     else:
         _out(_verify_table(found.to_json()))
     raise typer.Exit(0 if found.ok else 1)
+
+
+def _log_verify(root: Path | None, report: dict[str, Any]) -> None:
+    """The verify's evidence on the state directory's chained event log (offline evidence
+    takes the newest); a user who cannot write there (not root) is told, not stopped."""
+    from offline.firewall.apply import EVENTS, record_event, state_dir
+
+    where = state_dir(root)
+    try:
+        record_event(where, {"event": "verify", "ok": report.get("ok"), "verify": report})
+    except OSError as exc:
+        sys.stderr.write(f"note: the evidence was not logged to {where / EVENTS}: {exc}\n")
 
 
 def _verify_table(report: dict[str, Any]) -> str:

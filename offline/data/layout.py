@@ -30,6 +30,7 @@ class Layout:
     metrics: str = "metrics"  # <stage>.json, read by `dvc metrics` and `dvc plots`
     checkpoints: str = "checkpoints"
     logs: str = "logs"
+    evidence: str = "evidence"  # offline evidence build's signed dossier
 
     def metric(self, name: str) -> str:
         """``metrics/<name>.json``."""
@@ -41,7 +42,7 @@ class Layout:
 
 
 LAYOUT = Layout()
-TEMPLATES = ("dvc.yaml", "train.yaml", "train-classifier.yaml")
+TEMPLATES = ("dvc.yaml", "train.yaml", "train-classifier.yaml", "model-card.yaml")
 
 
 def render(name: str, layout: Layout = LAYOUT) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from offline import airgap
+from offline.audit.site import WORKSPACE_KEY, create_workspace_key
 from offline.data.layout import LAYOUT, TEMPLATES, render
 from offline.data.params import default_params, dump_params
 from offline.errors import ConfigError, ToolError
@@ -51,6 +52,8 @@ GITIGNORE = """\
 # Training checkpoints and logs stay local; the trained model is a DVC output.
 /checkpoints/
 /logs/
+# The site key that signs the evidence dossier and the logs' checkpoints: never in git.
+/.offline/
 __pycache__/
 *.pyc
 .venv/
@@ -163,6 +166,8 @@ def init(directory: Path, remote: Path | None = None) -> InitReport:
         url = _remote_url(directory, remote)
         _write_config(directory, url)
         files = _write_files(directory)
+        if create_workspace_key(directory) is not None:
+            files.append(WORKSPACE_KEY)
     except BaseException:
         # Nothing half-made: remove what this call created.
         if created:

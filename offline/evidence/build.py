@@ -658,7 +658,7 @@ def build(src: Sources) -> Built:
     for pattern in src.audit_logs:
         matched = sorted(glob.glob(pattern if os.path.isabs(pattern) else str(ws / pattern)))
         matched = [m for m in matched if not Path(m).suffix[1:].isdigit()]  # rotated: with theirs
-        if not matched:
+        if not matched and not glob.has_magic(pattern):  # a glob may match none (yet)
             raise NotFoundError(
                 f"--audit-log {pattern}: no such log",
                 fix="name the server's --audit-log file (a glob is fine: 'audit-*.jsonl')",

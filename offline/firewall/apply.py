@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from offline.errors import ConfigError, NotFoundError, ResourceError, ToolError
+from offline.fsutil import sha256_bytes
 from offline.firewall.backend import Backend, digest, make_backend, snapshot
 from offline.firewall.policy import Policy, load_policy
 
@@ -41,6 +42,16 @@ MAX_CONFIRM_TIMEOUT = 3600
 
 def state_dir(path: Path | None = None) -> Path:
     return path or Path(os.environ.get(STATE_VAR) or DEFAULT_STATE)
+
+
+EVENTS = "events.jsonl"  # every apply, confirm, rollback and verify: a hash chain (offline.audit)
+
+
+def record_event(root: Path, record: dict[str, Any]) -> None:
+    """One event on the state directory's chained log, signed with the site key if set."""
+    from offline.audit.site import append_event, site_key
+
+    append_event(root / EVENTS, {"time": _now(), **record}, site_key())
 
 
 def _now() -> str:
@@ -169,6 +180,16 @@ def apply(
         state.remove("pending")
         if confirm_timeout:
             result.confirm_by = _arm_watchdog(state, confirm_timeout)
+        record_event(
+            state.root,
+            {
+                "event": "apply",
+                "backend": backend.name,
+                "policy": policy.to_json(),
+                "ruleset_sha256": sha256_bytes(ruleset.encode()),
+                "confirm_by": result.confirm_by,
+            },
+        )
     return result
 
 
@@ -215,6 +236,7 @@ def confirm(root: Path | None = None) -> dict[str, Any]:
                 )
             raise NotFoundError("nothing to confirm: no apply is waiting for confirmation")
         state.remove("pending")
+        record_event(state.root, {"event": "confirm", "confirm_by": pending["confirm_by"]})
     _stop(int(pending.get("pid", 0)))
     return {"confirmed": True, "confirm_by": pending["confirm_by"]}
 
@@ -256,6 +278,10 @@ def _rollback(state: State, why: str) -> RolledBack:
     differences = _diff(prior["snapshot"], after)
     state.remove("pending", "applied", "prior")
     state.write("rolled_back", {"at": _now(), "why": why, "exact": not differences})
+    record_event(
+        state.root,
+        {"event": "rollback", "why": why, "exact": not differences, "differences": differences},
+    )
     return RolledBack(
         backend.name, not differences, prior["snapshot_sha256"], digest(after), differences
     )
