@@ -111,9 +111,7 @@ def _signature(dossier: Path, raw: bytes, pubkey: Path | None, report: Report) -
     try:
         key.verify((dossier / SIG).read_bytes(), raw)
     except InvalidSignature:
-        report.add(
-            INDEX, "the signature does not match: index.json was changed or another key signed it"
-        )
+        report.add(INDEX, "the signature does not match: it was changed, or another key signed it")
 
 
 def _files(dossier: Path, index: dict[str, Any], report: Report) -> None:
