@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from offline.audit.chain import ChainWriter
 from offline.audit.site import WORKSPACE_KEY
 from offline.bundle.sign import keygen, load_private_key
-from offline.evidence.build import Sources, build
 from offline.evidence.verify import verify
 from tests.sample_workspace import tiny_classifier
 
@@ -268,7 +267,7 @@ def test_a_log_that_grew_since_is_fine_but_a_dossier_file_changed_added_or_resig
     finally:
         extra.unlink()
 
-    other, other_pub = keygen(tmp_path / "other.pem")
+    _, other_pub = keygen(tmp_path / "other.pem")
     found = verify(dossier, pubkey=other_pub, workspace=ws).problems
     assert [p.where for p in found] == ["signing.pub.pem", "index.json"], found
 

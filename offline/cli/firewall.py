@@ -166,10 +166,13 @@ def verify_cmd(
 
 def _log_verify(root: Path | None, report: dict[str, Any]) -> None:
     """The verify's evidence on the state directory's chained event log (offline evidence
-    takes the newest); a user who cannot write there (not root) is told, not stopped."""
+    takes the newest), where apply made that directory; a user who cannot write there (not
+    root) is told, not stopped."""
     from offline.firewall.apply import EVENTS, record_event, state_dir
 
     where = state_dir(root)
+    if not where.is_dir():
+        return
     try:
         record_event(where, {"event": "verify", "ok": report.get("ok"), "verify": report})
     except OSError as exc:

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from offline.errors import ConfigError, NotFoundError, ResourceError, ToolError
-from offline.fsutil import sha256_bytes
 from offline.firewall.backend import Backend, digest, make_backend, snapshot
 from offline.firewall.policy import Policy, load_policy
+from offline.fsutil import sha256_bytes
 
 STATE_VAR = "DEEPSEEK_OFFLINE_FIREWALL_STATE"
 DEFAULT_STATE = Path("/var/lib/deepseek-offline/firewall")

@@ -15,6 +15,8 @@ from xml.etree import ElementTree as ET
 import jsonschema
 import pytest
 
+from offline.audit.chain import verify as audit_verify
+from offline.bundle.sign import keygen, load_public_key
 from offline.doctor import report as render
 from offline.doctor.checks import posture
 from offline.doctor.context import Context
@@ -240,6 +242,20 @@ def test_exit_codes_and_outputs(installed: Path, tmp_path: Path) -> None:
     assert failed.returncode == 1
     jsonschema.validate(json.loads(failed.stdout), SCHEMA)
     assert html.read_text().startswith("<!DOCTYPE html>") and junit.read_text().startswith("<?xml")
+
+    # each run's report on a hash-chained log, signed with the site key: offline evidence
+    # takes the newest
+    site, site_pub = keygen(tmp_path / "site.pem")
+    log = tmp_path / "logs/doctor.jsonl"
+    env["DEEPSEEK_OFFLINE_SITE_KEY"] = str(site)
+    for _ in range(2):
+        _doctor("--bundle", bundle, "--only", "offline", "--log", log, env=env)
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    reports = [r["report"] for r in runs if r.get("event") == "doctor run"]
+    assert len(reports) == 2 and reports[-1]["summary"]["fail"] >= 1
+    jsonschema.validate(reports[-1], SCHEMA)
+    chain = audit_verify([log], load_public_key(site_pub))
+    assert chain.ok and chain.closed and chain.signed == 2, chain.as_dict()
 
     unknown = _doctor("--only", "no-such-group")
     assert unknown.returncode == 2 and "no check matches no-such-group" in unknown.stderr

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from offline.audit.chain import verify as audit_verify
+from offline.firewall.apply import EVENTS
 from offline.firewall.backend import snapshot
 from tests.fixtures.fwnet import CTR_V4, LAN_SERVICE, LAN_V4, LAN_V6, PUBLIC, Site, site
 from tests.fixtures.netns import Namespace
@@ -110,7 +112,7 @@ def test_apply_blocks_the_wan_keeps_the_lan_and_rollback_restores_empty(
     app = net.appliance
     baseline = ruleset(app)
     ok(fw(app, tmp_path, "apply", *LAN_POLICY, "--backend", backend))
-    code, report = verify(app, *LAN_TARGETS)
+    code, report = verify(app, *LAN_TARGETS, state=tmp_path)
     assert code == 0 and report["ok"], report["probes"]
     assert blocked_kinds(report) == {"tcp", "udp53", "dns", "quic", "icmp"}
     # Datagrams are refused on the spot (EPERM); a dropped TCP SYN is retried until the timeout.
@@ -124,6 +126,14 @@ def test_apply_blocks_the_wan_keeps_the_lan_and_rollback_restores_empty(
     assert rolled["exact"] and rolled["differences"] == []
     assert ruleset(app) == baseline
     assert connects(app, PUBLIC[0], 443)
+    # every change and the verify's evidence, on a hash chain offline evidence reads
+    events = tmp_path / EVENTS
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in lines if "event" in e] == ["apply", "verify", "rollback"]
+    (logged,) = [e for e in lines if e.get("event") == "verify"]
+    assert logged["verify"]["ok"] and logged["verify"]["ruleset_sha256"] == report["ruleset_sha256"]
+    chain = audit_verify([events])
+    assert chain.ok and chain.closed, chain.as_dict()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
