@@ -42,7 +42,7 @@ class Layout:
 
 
 LAYOUT = Layout()
-TEMPLATES = ("dvc.yaml", "train.yaml", "train-classifier.yaml", "model-card.yaml")
+TEMPLATES = ("dvc.yaml", "train.yaml", "train-classifier.yaml")
 
 
 def render(name: str, layout: Layout = LAYOUT) -> str:

@@ -131,6 +131,8 @@ def _write_files(directory: Path) -> list[str]:
     }
     # The page and the Vega-Lite templates: none names a URL, so nothing is fetched to render.
     assets = resources.files("offline.data").joinpath("assets")
+    # the model card's human part, for the evidence stage (offline evidence build)
+    files["model-card.yaml"] = assets.joinpath("model-card.yaml").read_text(encoding="utf-8")
     for name in PLOT_ASSETS:
         files[f".dvc/plots/{name}"] = assets.joinpath(name).read_text(encoding="utf-8")
     for rel, text in files.items():

@@ -69,6 +69,11 @@ def test_init_writes_an_offline_dvc_workspace(workspace: Path) -> None:
     for key in ("near_dedup:", "threshold:", "pii:", "tabular:", "window:", "split:"):
         assert key in params
     assert (workspace / ".git").is_dir() and (workspace / ".gitignore").is_file()
+    # the site key that signs the evidence dossier and the logs' checkpoints: private, not in git
+    key = workspace / ".offline/site-key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "/.offline/" in (workspace / ".gitignore").read_text()
+    assert "intended_use:" in (workspace / "model-card.yaml").read_text()
 
 
 def test_init_refuses_a_directory_that_holds_files(tmp_path: Path) -> None:
