@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from offline.airgap import offline_env
-from offline.audit.site import WORKSPACE_KEY
+from offline.audit.site import SITE_KEY_VAR
 from offline.data.layout import LAYOUT
 
 NETNS = "deepseek-demo"
@@ -219,8 +219,17 @@ class Demo:
     def ws(self) -> Path:
         return self.prefix.resolve() / "workspace"
 
+    @property
+    def site_key(self) -> Path:
+        """The site's key, made on the host at install: it signs every chained log's
+        checkpoints (doctor, training, serving) and the evidence dossier."""
+        return self.prefix.resolve() / "etc/site-key.pem"
+
     def env(self) -> dict[str, str]:
-        return offline_env(PATH=f"{self.bin}:{os.environ.get('PATH', '')}")
+        return offline_env(
+            PATH=f"{self.bin}:{os.environ.get('PATH', '')}",
+            **{SITE_KEY_VAR: str(self.site_key)},
+        )
 
     def sh(
         self, name: str, argv: Sequence[str], cwd: Path | None = None, timeout: float = 1800
@@ -388,6 +397,7 @@ def run(demo: Demo, repo: Path) -> dict[str, Any]:
              demo.python, "--no-doctor"],
             [str(demo.bin / "offline"), "bundle", "verify", str(demo.prefix.resolve() / "bundle"),
              "--pubkey", str(demo.prefix.resolve() / "etc/trusted.pub.pem")],
+            [str(demo.bin / "offline"), "bundle", "keygen", "--out", str(demo.site_key)],
         ],
         cwd=repo,
     )  # fmt: skip
@@ -509,7 +519,7 @@ def _serve_and_ask(demo: Demo, keys: Path, key: str) -> dict[str, Any]:
             offline, "serve", "--model", str(demo.ws / LAYOUT.exports / model),
             "--port", str(port), "--api-keys", str(keys),
             "--audit-log", str(demo.ws / f"audit-{model}.jsonl"),
-            "--audit-key", str(demo.ws / WORKSPACE_KEY),
+            "--audit-key", str(demo.site_key),
         ]  # fmt: skip
         cmd = demo.gap.wrap(argv) if demo.gap else argv
         with (demo.ws / f"serve-{model}.log").open("w") as log:  # the child keeps its own copy

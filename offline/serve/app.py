@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from offline import __version__
+from offline.audit.site import site_key
 from offline.bundle.sign import load_private_key
 from offline.redact import RedactingFormatter
 from offline.serve.auth import KeyStore
@@ -120,7 +121,8 @@ def create_app(
     metrics, runner = Metrics(), Runner()
     audit = None
     if settings.audit_log:
-        key = load_private_key(settings.audit_key) if settings.audit_key else None
+        # the site key ($DEEPSEEK_OFFLINE_SITE_KEY) unless another is named
+        key = load_private_key(settings.audit_key) if settings.audit_key else site_key()
         rotate = settings.audit_rotate_mb << 20 if settings.audit_rotate_mb else None
         audit = AuditLog(settings.audit_log, settings.audit_content, key, rotate)
     svc = Service(

@@ -58,7 +58,9 @@ class ServeSettings(BaseSettings):
     audit_log: Path | None = None
     audit_content: bool = Field(False, description="also log prompts and outputs")
     audit_key: Path | None = Field(
-        None, description="ed25519 key (PEM) that signs the audit log's checkpoints"
+        None,
+        description="ed25519 key (PEM) that signs the audit log's checkpoints (default: the"
+        " site key, $DEEPSEEK_OFFLINE_SITE_KEY)",
     )
     audit_rotate_mb: int | None = Field(
         None, ge=1, description="rotate the audit log past this size; the chain goes on"
