@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from offline.audit.chain import ChainWriter
 from offline.audit.site import WORKSPACE_KEY
 from offline.bundle.sign import keygen, load_private_key
+from offline.evidence.build import HUMAN_FIELDS
 from offline.evidence.verify import verify
 from tests.sample_workspace import tiny_classifier
 
@@ -155,7 +156,9 @@ def test_a_fresh_dossier_verifies_three_ways_and_its_ml_bom_is_valid_cyclonedx(
     answered = {i["item"]: i for i in mapping["items"]}
     assert answered["2(d)"]["files"] and answered["8"]["status"] == "not covered"
     # unfilled card fields and the unreviewed state of the labels are stated, not hidden
-    assert any("intended_use not stated" in g for g in index["gaps"])
+    # (every field `offline init`'s card leaves as TODO, limitations with its ": " too)
+    unstated = {g.split()[2] for g in index["gaps"] if g.startswith("model card: ")}
+    assert unstated == set(HUMAN_FIELDS), index["gaps"]
     (log,) = [x for x in json.loads((dossier / "audit.json").read_text())["logs"]
               if x["kind"] == "serving audit"]  # fmt: skip
     assert log["verdict"]["ok"] and log["verdict"]["closed"] and log["signed_by_site_key"]
@@ -315,3 +318,12 @@ def test_a_stage_re_run_since_the_dossier_is_named_and_a_failed_build_keeps_the_
         "--out", "evidence-rerun", cwd=ws, check=False,
     )  # fmt: skip
     assert bad.returncode != 0 and "not an `offline export` directory" in bad.stderr
+    # a card value with an unquoted ": " is a YAML mapping: named with the fix, nothing written
+    card = tmp_path / "card.yaml"
+    card.write_text("name: x\nlimitations:\n  - short inputs: under 5 words\n")
+    bad = run(
+        str(BIN / "offline"), "evidence", "build", "--model", "models/export/classifier-fp32",
+        "--card", str(card), "--out", "evidence-card", cwd=ws, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "limitations must be text" in bad.stderr, bad.stderr
+    assert "quote the value" in bad.stderr and not (ws / "evidence-card").exists()

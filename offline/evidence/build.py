@@ -137,6 +137,15 @@ def read_card(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: expected a mapping of fields", fix=f"see `offline init`'s {CARD}"
         )
+    for name in HUMAN_FIELDS:
+        value = data.get(name)
+        items = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(v, str | int | float) for v in items):
+            # the usual cause: an unquoted "a: b" in a value, which YAML reads as a mapping
+            raise ConfigError(
+                f"{path}: {name} must be text or a list of texts, not {value!r}",
+                fix=f'quote the value in {path} (a ": " inside it starts a mapping): {name}: "..."',
+            )
     return data
 
 

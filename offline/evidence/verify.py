@@ -198,30 +198,47 @@ def _logs(ws: Path, index: dict[str, Any], dossier: Path, report: Report) -> Non
                 report.absent.append(entry["path"])
                 continue
             present = True
-            data = found.read_bytes()
+            data, where = found.read_bytes(), _shown(found, ws)
             if len(data) < entry["bytes"]:
                 kept = data.count(b"\n")
                 report.add(
-                    str(found),
+                    where,
                     f"cut: {entry['bytes'] - len(data)} bytes shorter than when the dossier was"
-                    f" built ({kept} of {entry['lines']} lines left): its tail was dropped",
+                    f" built ({kept} of {entry['lines']} lines left): lines were removed",
                 )
             elif sha256_bytes(data[: entry["bytes"]]) != entry["sha256"]:
-                report.add(str(found), "changed since the dossier was built (see the chain below)")
+                report.add(where, "changed since the dossier was built (see the chain below)")
         if not present:
             continue
         report.logs += 1
         signed = log.get("signed_by_site_key") and key is not None
         verdict = chain.verify(chain_files(live), key if signed else None)
         was = built.get(log["path"], {}).get("verdict", {})
-        before = [(p["where"], p["what"]) for p in was.get("problems", [])]
+        before = [(_inside(p["where"], ws), p["what"]) for p in was.get("problems", [])]
         for problem in verdict.problems:
-            if (problem.where, problem.what) in before:  # already a gap when it was built
-                report.notes.append(f"{problem.where}: {problem.what} (as when built)")
+            where = _inside(problem.where, ws)
+            if (where, problem.what) in before:  # already a gap when it was built
+                report.notes.append(f"{where}: {problem.what} (as when built)")
             else:
-                report.add(problem.where, problem.what)
+                report.add(where, problem.what)
         if verdict.ok and was.get("closed") and not verdict.closed:
             report.add(log["path"], f"was closed when the dossier was built; now {verdict.tail}")
+
+
+def _shown(path: Path, ws: Path) -> str:
+    """A log's path as the dossier names it: relative to the workspace where it is inside."""
+    try:
+        return path.resolve().relative_to(ws.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _inside(where: str, ws: Path) -> str:
+    """A chain problem's ``FILE[:LINE]`` with the workspace's own prefix taken off."""
+    for root in {str(ws.resolve()), str(ws.absolute())}:
+        if where.startswith(root + "/"):
+            return where[len(root) + 1 :]
+    return where
 
 
 def _find(path: Path, live: Path, first: str) -> Path | None:
