@@ -57,16 +57,7 @@ INDEX, SIG, PUB, SUMS, ARTIFACT_SUMS = (
 CARD = "model-card.yaml"
 STAGE = "evidence"  # its own dvc.yaml stage: left out of the lineage it records
 TODO = "TODO"
-HUMAN_FIELDS = (
-    "owner",
-    "description",
-    "intended_use",
-    "out_of_scope",
-    "users",
-    "limitations",
-    "human_oversight",
-    "risks",
-)
+HUMAN_FIELDS = page.HUMAN_FIELDS
 
 
 @dataclass

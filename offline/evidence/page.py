@@ -10,6 +10,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from offline.evidence.build import ModelParts
 
+# the card's fields only a person states (build imports this module, so they live here)
+HUMAN_FIELDS = (
+    "owner",
+    "description",
+    "intended_use",
+    "out_of_scope",
+    "users",
+    "limitations",
+    "human_oversight",
+    "risks",
+)
+
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ccc}
@@ -59,19 +71,7 @@ def render(
         "<h2>Model card</h2>",
         _table(
             ["field", "stated"],
-            [
-                [k, card.get(k, "")]
-                for k in (
-                    "owner",
-                    "description",
-                    "intended_use",
-                    "out_of_scope",
-                    "users",
-                    "limitations",
-                    "human_oversight",
-                    "risks",
-                )
-            ],
+            [[k, card.get(k, "")] for k in HUMAN_FIELDS],
         ),
         "<h2>Known gaps</h2>",
         "<ul>" + "".join(f"<li class=gap>{escape(g)}</li>" for g in index["gaps"]) + "</ul>"
