@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offline.audit.chain import ChainWriter, verify
+from offline.bundle.sign import keygen
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -158,3 +159,36 @@ def test_a_line_torn_by_a_crash_is_cut_and_recorded_and_the_chain_goes_on(tmp_pa
     assert verdict.ok and verdict.closed, verdict.as_dict()
     records = [json.loads(x) for x in path.read_bytes().splitlines()]
     assert records[5]["torn_line"]["bytes"] == len(b'{"seq":5,"prev":"ab')
+
+
+def test_the_site_key_is_found_in_order_and_init_makes_one_only_where_the_site_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given > $DEEPSEEK_OFFLINE_SITE_KEY > the workspace's > the install's etc/site-key.pem:
+    a shell without the variable on an installed host still signs with the site's key."""
+    from offline.audit import site
+
+    monkeypatch.delenv(site.SITE_KEY_VAR, raising=False)
+    prefix, ws = tmp_path / "prefix", tmp_path / "ws"
+    monkeypatch.setenv("DEEPSEEK_OFFLINE_PREFIX", str(prefix))
+    ws.mkdir()
+    assert site.site_key_path(workspace=ws) is None  # no install record: not an install
+    (prefix / "etc").mkdir(parents=True)
+    (prefix / "installed.json").write_text("{}")
+    assert site.site_key_path(workspace=ws) is None and site.site_key(workspace=ws) is None
+    assert site.log_dir() == prefix / "var/log"
+    installed, _ = keygen(prefix / site.INSTALL_KEY)
+    assert site.site_key_path(workspace=ws) == installed
+    assert site.create_workspace_key(ws) is None and not (ws / site.WORKSPACE_KEY).exists()
+    own, _ = keygen(ws / site.WORKSPACE_KEY)
+    assert site.site_key_path(workspace=ws) == own
+    named = tmp_path / "named.pem"
+    monkeypatch.setenv(site.SITE_KEY_VAR, str(named))
+    assert site.site_key_path(workspace=ws) == named
+    assert site.site_key_path(tmp_path / "given.pem", ws) == tmp_path / "given.pem"
+    monkeypatch.delenv(site.SITE_KEY_VAR)
+    installed.unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    made = site.create_workspace_key(other)
+    assert made == other / site.WORKSPACE_KEY and made.stat().st_mode & 0o777 == 0o600

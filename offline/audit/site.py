@@ -6,7 +6,9 @@ serving) and the dossier ``offline evidence build`` writes. It is found, first m
 1. the path given on the command line;
 2. ``$DEEPSEEK_OFFLINE_SITE_KEY``;
 3. the workspace's own ``.offline/site-key.pem``, which ``offline init`` creates (0600, kept out
-   of git; the public half beside it).
+   of git; the public half beside it) unless the site has a key of its own;
+4. an installed bundle's ``PREFIX/etc/site-key.pem`` (``offline bundle keygen --out`` it once
+   per host).
 
 Without one, logs are still chained (an edit shows) but their checkpoints are unsigned (a
 rewrite from some line on, hashes recomputed, does not show).
@@ -29,6 +31,7 @@ from offline.audit.chain import ChainWriter
 SITE_KEY_VAR = "DEEPSEEK_OFFLINE_SITE_KEY"
 LOG_DIR_VAR = "DEEPSEEK_OFFLINE_LOG_DIR"
 WORKSPACE_KEY = ".offline/site-key.pem"
+INSTALL_KEY = "etc/site-key.pem"
 
 
 def site_key_path(explicit: Path | None = None, workspace: Path | None = None) -> Path | None:
@@ -39,6 +42,9 @@ def site_key_path(explicit: Path | None = None, workspace: Path | None = None) -
         return Path(os.environ[SITE_KEY_VAR])
     if workspace is not None and (workspace / WORKSPACE_KEY).is_file():
         return workspace / WORKSPACE_KEY
+    prefix = install_prefix()
+    if prefix is not None and (prefix / INSTALL_KEY).is_file():
+        return prefix / INSTALL_KEY
     return None
 
 
@@ -57,8 +63,9 @@ def site_key(
 
 
 def create_workspace_key(workspace: Path) -> Path | None:
-    """``offline init``'s key, unless ``$DEEPSEEK_OFFLINE_SITE_KEY`` names the site's own."""
-    if os.environ.get(SITE_KEY_VAR):
+    """``offline init``'s key, unless the site has its own (``$DEEPSEEK_OFFLINE_SITE_KEY`` or
+    the install's ``etc/site-key.pem``)."""
+    if site_key_path() is not None:
         return None
     from offline.bundle.sign import keygen
 
@@ -71,10 +78,15 @@ def log_dir() -> Path | None:
     installed bundle's ``PREFIX/var/log``; None in a source checkout or a plain venv."""
     if os.environ.get(LOG_DIR_VAR):
         return Path(os.environ[LOG_DIR_VAR])
+    prefix = install_prefix()
+    return prefix / "var" / "log" if prefix is not None else None
+
+
+def install_prefix() -> Path | None:
+    """The PREFIX of the installed bundle this toolkit runs from (``PREFIX/envs/toolkit``),
+    or ``$DEEPSEEK_OFFLINE_PREFIX``; None in a source checkout or a plain venv."""
     prefix = Path(os.environ.get("DEEPSEEK_OFFLINE_PREFIX") or Path(sys.prefix).parent.parent)
-    if (prefix / "installed.json").is_file():
-        return prefix / "var" / "log"
-    return None
+    return prefix if (prefix / "installed.json").is_file() else None
 
 
 def append_event(path: Path, record: dict[str, Any], key: Ed25519PrivateKey | None) -> None:

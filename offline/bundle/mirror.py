@@ -141,11 +141,12 @@ def serve(
         bind: ``HOST:PORT`` to listen on; loopback unless LAN hosts must reach it.
         announce: called once the socket listens, with the URLs to give pip.
     """
-    with create_server(bundle, bind) as server, _stopped_by_sigterm():
+    # The handler goes in before the socket listens, and a stop is clean wherever it lands: a
+    # SIGTERM sent as soon as the port answers may arrive while the URLs are still printed.
+    with _stopped_by_sigterm(), suppress(KeyboardInterrupt), create_server(bundle, bind) as server:
         if announce is not None:
             announce(server.mirror)
-        with suppress(KeyboardInterrupt):
-            server.serve_forever()
+        server.serve_forever()
 
 
 @contextmanager
