@@ -292,14 +292,16 @@ def test_schemathesis_finds_no_server_errors_on_any_backend(
     model = exports.lm if kind == "lm" else exports.cls
     with TestClient(create_app(ServeSettings(model=model, backend=backend))) as c:
         schema = schemathesis.openapi.from_dict(c.get("/openapi.json").json())
-        # short replies keep 40 examples quick: an eager LM's context is 512 tokens, n up to 16
+        # short replies keep 40 examples quick: an eager LM's context is 512 tokens, n up to 16.
+        # Validation is the same code on every backend: the compiled ones get 20, which still
+        # reach each route past validation and refused by it (asserted below).
         focus = {
             "model": st.just(kind),
             "max_tokens": st.integers(1, 8),
             "max_completion_tokens": st.integers(1, 8),
             "n": st.integers(1, 3),
         }
-        found = fuzz(schema, c, max_examples=40, focus=focus)
+        found = fuzz(schema, c, max_examples=40 if backend == "eager" else 20, focus=focus)
     assert not found.failures, found.failures
     routes = (
         ["POST /v1/completions", "POST /v1/chat/completions"] if kind == "lm" else ["POST /predict"]
