@@ -198,7 +198,7 @@ def _logs(ws: Path, index: dict[str, Any], dossier: Path, report: Report) -> Non
                 report.absent.append(entry["path"])
                 continue
             present = True
-            data, where = found.read_bytes(), _shown(found, ws)
+            data, where = found.read_bytes(), _inside(str(found), ws)
             if len(data) < entry["bytes"]:
                 kept = data.count(b"\n")
                 report.add(
@@ -225,16 +225,9 @@ def _logs(ws: Path, index: dict[str, Any], dossier: Path, report: Report) -> Non
             report.add(log["path"], f"was closed when the dossier was built; now {verdict.tail}")
 
 
-def _shown(path: Path, ws: Path) -> str:
-    """A log's path as the dossier names it: relative to the workspace where it is inside."""
-    try:
-        return path.resolve().relative_to(ws.resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _inside(where: str, ws: Path) -> str:
-    """A chain problem's ``FILE[:LINE]`` with the workspace's own prefix taken off."""
+    """A log's ``FILE[:LINE]`` (a chain problem's, or a file's) with the workspace's own
+    prefix taken off."""
     for root in {str(ws.resolve()), str(ws.absolute())}:
         if where.startswith(root + "/"):
             return where[len(root) + 1 :]
